@@ -1,1 +1,95 @@
-"""crm"""
+"""HubSpot for hubsync: the API client, property naming/typing/values, and the local emulator.
+
+crm.client      HubSpotClient and its result values
+crm.errors      the HubSpotError tree
+crm.ratelimit   RateLimitInfo (the X-HubSpot-RateLimit-* headers)
+crm.properties  PropertySpec, internal_name, audience_property, attribute_property, format_value
+crm.tokens      token_fingerprint
+crm.emulator    HubSpotState, EmulatorServer, EmulatorAdmin (imported on demand: it needs uvicorn)
+"""
+
+from crm.client import (
+    DEFAULT_API_VERSION,
+    DEFAULT_BASE_URL,
+    ApiVersion,
+    BatchWriteResult,
+    ContactRecord,
+    ContactUpdate,
+    ContactUpsert,
+    EnsureOutcome,
+    EnsureResult,
+    HubSpotClient,
+    ReadResult,
+    WriteResult,
+    WriteStatus,
+    api_paths,
+)
+from crm.errors import (
+    ArchivedPropertyError,
+    AuthenticationError,
+    ConflictError,
+    HubSpotError,
+    LockedError,
+    MissingScopesError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+    ValidationError,
+)
+from crm.properties import (
+    GROUP_LABEL,
+    GROUP_NAME,
+    PropertyOption,
+    PropertySpec,
+    ValueFormatError,
+    ValueType,
+    attribute_property,
+    audience_property,
+    format_value,
+    internal_name,
+)
+from crm.ratelimit import RateLimitInfo
+from crm.tokens import token_fingerprint
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "GROUP_LABEL",
+    "GROUP_NAME",
+    "ApiVersion",
+    "ArchivedPropertyError",
+    "AuthenticationError",
+    "BatchWriteResult",
+    "ConflictError",
+    "ContactRecord",
+    "ContactUpdate",
+    "ContactUpsert",
+    "EnsureOutcome",
+    "EnsureResult",
+    "HubSpotClient",
+    "HubSpotError",
+    "LockedError",
+    "MissingScopesError",
+    "NotFoundError",
+    "PropertyOption",
+    "PropertySpec",
+    "RateLimitInfo",
+    "RateLimitedError",
+    "ReadResult",
+    "ServerError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "ValueFormatError",
+    "ValueType",
+    "WriteResult",
+    "WriteStatus",
+    "api_paths",
+    "attribute_property",
+    "audience_property",
+    "format_value",
+    "internal_name",
+    "token_fingerprint",
+]

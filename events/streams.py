@@ -115,8 +115,8 @@ class Keys:
     def activation_status(self, activation_id: str) -> str:
         return f"{self.namespace}:act:{{{activation_id}}}:status"
 
-    def secrets(self) -> str:
-        return f"{self.namespace}:secrets"
+    def governor_status(self, fingerprint: str) -> str:
+        return f"{self.namespace}:governor:{{{fingerprint}}}:status"
 
 
 async def ensure_partitions(redis: aioredis.Redis, keys: Keys, default: int = DEFAULT_PARTITIONS) -> int:

@@ -65,7 +65,12 @@ def demo() -> None:
     click.echo("hubsync demo: coming with the actors; for now see `hubsync --help`.")
 
 
-def _register_optional() -> None:
+def _register() -> None:
+    from hubsync.activation_cmd import activation
+    from hubsync.status import status
+
+    main.add_command(activation)
+    main.add_command(status)
     try:
         from hubsync.emulator_cmd import emulator
     except ImportError:
@@ -73,6 +78,6 @@ def _register_optional() -> None:
     main.add_command(emulator)
 
 
-_register_optional()
+_register()
 
 __all__ = ["main"]

@@ -1,0 +1,257 @@
+"""`hubsync activation ...`: operators' commands, appended as events to the control stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.table import Table
+
+from crm.tokens import token_fingerprint
+from events.activations import Activations, ActivationSpec, CommandRejected
+from events.catalog import Catalog
+from events.model import (
+    ActivationCreated,
+    ActivationDeleted,
+    ActivationPaused,
+    ActivationResumed,
+    AttributeAdded,
+    AttributeRemoved,
+    AudienceAdded,
+    AudienceRemoved,
+    ControlEvent,
+)
+from events.secrets import Sealer, load_or_create_key
+from hubsync.config import Config
+
+__all__ = ["activation", "open_redis", "secret_key"]
+
+T = TypeVar("T")
+PLANS = ["free", "starter", "professional", "enterprise", "addon"]
+
+
+def secret_key(config: Config) -> str:
+    return config.secret_key or load_or_create_key(config.home)
+
+
+def open_redis(config: Config) -> aioredis.Redis:
+    return aioredis.Redis.from_url(config.resolve_redis_url())
+
+
+def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def run() -> T:
+        client = open_redis(config)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except CommandRejected as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _config() -> Config:
+    from hubsync.cli import load_config
+
+    return load_config()
+
+
+@click.group()
+def activation() -> None:
+    """Create, list and change activations (a HubSpot token + the audiences and attributes to sync)."""
+
+
+@activation.command()
+@click.option("--name", required=True, help="A name people recognise, unique among activations.")
+@click.option("--token-env", required=True, metavar="VAR",
+              help="Environment variable holding the HubSpot private-app token or service key.")
+@click.option("--base-url", default="https://api.hubapi.com", show_default=True,
+              help="HubSpot's API, or the emulator's URL.")
+@click.option("--plan", type=click.Choice(PLANS), default="starter", show_default=True,
+              help="The HubSpot plan, which sets the API limits (refined from HubSpot's headers).")
+@click.option("--api-version", type=click.Choice(["v3", "2026-03"]), default="2026-03", show_default=True)
+@click.option("--audience", "audiences", multiple=True, metavar="ID", help="A CDP audience id to sync (repeatable).")
+@click.option("--attribute", "attributes", multiple=True, metavar="ID", help="A CDP attribute id to sync (repeatable).")
+@click.option("--update-only", is_flag=True, help="Only update contacts already in HubSpot; never create any.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def create(name: str, token_env: str, base_url: str, plan: str, api_version: str, audiences: tuple[str, ...],
+           attributes: tuple[str, ...], update_only: bool, as_json: bool) -> None:
+    """Create an activation; prints its id. The token is read from the environment, never argv."""
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise click.UsageError(
+            f"environment variable {token_env} is empty: export {token_env}=<your HubSpot token> first "
+            "(hubsync reads tokens from the environment so they stay out of shell history)"
+        )
+    config = _config()
+    event = ActivationCreated(
+        activation_id=f"act_{uuid.uuid4().hex[:10]}",
+        name=name,
+        token_sealed=Sealer(secret_key(config)).seal(token),
+        token_fingerprint=token_fingerprint(token),
+        base_url=base_url.rstrip("/"),
+        api_version=api_version,  # type: ignore[arg-type]
+        plan=plan,  # type: ignore[arg-type]
+        mode="update_only" if update_only else "upsert",
+        audiences=tuple(dict.fromkeys(audiences)),
+        attributes=tuple(dict.fromkeys(attributes)),
+    )
+
+    async def work(redis: aioredis.Redis) -> list[str]:
+        catalog = Catalog()
+        await catalog.refresh(redis, config.keys)
+        await Activations().execute(redis, config.keys, event)
+        return [p for p in [*(catalog.audience_problem(a) for a in audiences),
+                            *(catalog.attribute_problem(t) for t in attributes)] if p]
+
+    warnings = with_redis(config, work)
+    for warning in warnings:
+        click.echo(f"note: {warning}; it syncs once defined", err=True)
+    if as_json:
+        click.echo(json.dumps({"activation_id": event.activation_id, "name": name,
+                               "token_fingerprint": event.token_fingerprint}))
+    else:
+        click.echo(event.activation_id)
+
+
+def _simple(make: Callable[[ActivationSpec], ControlEvent], done: str) -> Callable[[str], None]:
+    def run(ref: str) -> None:
+        config = _config()
+
+        async def work(redis: aioredis.Redis) -> list[ControlEvent]:
+            state = Activations()
+            await state.refresh(redis, config.keys)
+            spec = state.find(ref)
+            return await state.execute(redis, config.keys, make(spec))
+
+        appended = with_redis(config, work)
+        click.echo(done if appended else "nothing to change")
+
+    return run
+
+
+@activation.command()
+@click.argument("ref")
+@click.option("--reason", default="paused by an operator", show_default=True)
+def pause(ref: str, reason: str) -> None:
+    """Stop writing to HubSpot; changes keep being recorded and go out on resume."""
+    _simple(lambda s: ActivationPaused(activation_id=s.activation_id, reason=reason), "paused")(ref)
+
+
+@activation.command()
+@click.argument("ref")
+def resume(ref: str) -> None:
+    """Resume a paused activation (also after fixing a token or its scopes)."""
+    _simple(lambda s: ActivationResumed(activation_id=s.activation_id), "resumed")(ref)
+
+
+@activation.command()
+@click.argument("ref")
+@click.confirmation_option(prompt="Delete this activation? (its HubSpot properties stay)")
+def delete(ref: str) -> None:
+    """Delete an activation; what it wrote to HubSpot stays there."""
+    _simple(lambda s: ActivationDeleted(activation_id=s.activation_id), "deleted")(ref)
+
+
+@activation.command("add-audience")
+@click.argument("ref")
+@click.argument("audience_id")
+def add_audience(ref: str, audience_id: str) -> None:
+    """Sync one more audience; its current members are backfilled."""
+    _simple(lambda s: AudienceAdded(activation_id=s.activation_id, audience_id=audience_id), "added; backfill starts")(ref)
+
+
+@activation.command("remove-audience")
+@click.argument("ref")
+@click.argument("audience_id")
+def remove_audience(ref: str, audience_id: str) -> None:
+    """Stop syncing an audience (its HubSpot property stays)."""
+    _simple(lambda s: AudienceRemoved(activation_id=s.activation_id, audience_id=audience_id), "removed")(ref)
+
+
+@activation.command("add-attribute")
+@click.argument("ref")
+@click.argument("attribute_id")
+def add_attribute(ref: str, attribute_id: str) -> None:
+    """Sync one more calculated attribute; current values are backfilled."""
+    _simple(lambda s: AttributeAdded(activation_id=s.activation_id, attribute_id=attribute_id), "added; backfill starts")(ref)
+
+
+@activation.command("remove-attribute")
+@click.argument("ref")
+@click.argument("attribute_id")
+def remove_attribute(ref: str, attribute_id: str) -> None:
+    """Stop syncing a calculated attribute (its HubSpot property stays)."""
+    _simple(lambda s: AttributeRemoved(activation_id=s.activation_id, attribute_id=attribute_id), "removed")(ref)
+
+
+def describe(spec: ActivationSpec) -> dict[str, Any]:
+    """What a person or script may see of an activation: never the token, sealed or not."""
+    return {
+        "activation_id": spec.activation_id,
+        "name": spec.name,
+        "token_fingerprint": spec.token_fingerprint,
+        "base_url": spec.base_url,
+        "api_version": spec.api_version,
+        "plan": spec.plan,
+        "mode": spec.mode,
+        "audiences": sorted(spec.audiences),
+        "attributes": sorted(spec.attributes),
+        "paused": spec.paused,
+        "pause_reason": spec.pause_reason,
+    }
+
+
+@activation.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """Every activation, a line each."""
+    config = _config()
+
+    async def work(redis: aioredis.Redis) -> list[ActivationSpec]:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        return list(state.by_id.values())
+
+    specs = with_redis(config, work)
+    if as_json:
+        click.echo(json.dumps([describe(s) for s in specs]))
+        return
+    table = Table("id", "name", "plan", "mode", "audiences", "attributes", "state")
+    for s in specs:
+        table.add_row(s.activation_id, s.name, s.plan, s.mode, ", ".join(sorted(s.audiences)),
+                      ", ".join(sorted(s.attributes)), f"paused: {s.pause_reason}" if s.paused else "active")
+    Console().print(table)
+
+
+@activation.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+def show(ref: str, as_json: bool) -> None:
+    """One activation, with its live status."""
+    from hubsync.status import read_status
+
+    config = _config()
+
+    async def work(redis: aioredis.Redis) -> dict[str, Any]:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        spec = state.find(ref)
+        return {**describe(spec), "status": await read_status(redis, config.keys, spec.activation_id)}
+
+    info = with_redis(config, work)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        Console().print_json(json.dumps(info))
+
+
