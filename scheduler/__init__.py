@@ -1,1 +1,43 @@
-"""scheduler"""
+"""scheduler: pure, clock-injected scheduling logic (no Ray, no Redis, no network).
+
+- `Coalescer`: an activation's pending writes per contact and property, latest position wins;
+  batches of distinct contacts, oldest first, in a realtime and a backfill lane.
+- `FlushPolicy`, `Lane`, `LaneSelector`: when a batch goes, and which lane it comes from.
+- `RollingWindow`, `DailyQuota`, `TokenBudget`: HubSpot's per-token limits, refined from headers.
+- `FairQueue`: calls shared fairly between the activations of one token.
+- `should_retry`, `backoff`, `BatchSplitter`: what to do when a call fails.
+- `Clock`, `SystemClock`, `FakeClock`: the only source of time.
+"""
+
+from scheduler.budget import TokenBudget
+from scheduler.clock import Clock, FakeClock, SystemClock
+from scheduler.coalescer import Batch, Coalescer, CoalescerStats, ContactWrite
+from scheduler.daily import DailyQuota
+from scheduler.fairqueue import FairQueue
+from scheduler.flush import FlushPolicy
+from scheduler.lanes import Lane, LaneSelector
+from scheduler.retry import TransportFailure, backoff, should_retry
+from scheduler.splitter import BatchSplitter, split_call_bound
+from scheduler.window import RollingWindow
+
+__all__ = [
+    "Batch",
+    "BatchSplitter",
+    "Clock",
+    "Coalescer",
+    "CoalescerStats",
+    "ContactWrite",
+    "DailyQuota",
+    "FairQueue",
+    "FakeClock",
+    "FlushPolicy",
+    "Lane",
+    "LaneSelector",
+    "RollingWindow",
+    "SystemClock",
+    "TokenBudget",
+    "TransportFailure",
+    "backoff",
+    "should_retry",
+    "split_call_bound",
+]

@@ -1,0 +1,713 @@
+"""The Coalescer: one activation's pending HubSpot writes, per contact and property.
+
+It owns the answer to "what must still be written to HubSpot, and in which order":
+
+- For each (contact, property) the change with the highest stream position wins, whatever order
+  changes arrive in; a change that is not newer than the pending one, or than the value HubSpot
+  is known to hold, is dropped. A pending value equal to the known value is dropped too, and the
+  known entry takes its position, so an older change arriving late cannot resurrect anything.
+- Contacts wait in two lanes (realtime, backfill) in the order they became pending; `drain`
+  hands out the oldest first, each contact at most once per batch and in at most one batch at a
+  time (changes for a contact in flight wait until its batch is acknowledged or retried).
+- `acknowledge(batch)` records what HubSpot now holds ("known"); `retry(batch)` puts a failed
+  batch back in front of its lane without overwriting anything newer.
+
+Memory layout (see `_records`): per lane an insertion-ordered dict `email bytes -> record` is
+the queue; a contact whose pending values all cancel out leaves a tombstone (None) in place
+until the head of the queue passes it, and a contact that becomes pending again before that
+reuses its place. Arrival times are kept per run of contacts that arrived within `resolution`
+seconds of each other (a deque aligned with the queue), never per contact; the head's time is
+therefore at most `resolution` early, which only ever makes a flush slightly early.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from scheduler._records import MAX_POSITION, MAX_PROPERTY_ID, Entry, RecordCodec
+from scheduler.clock import Clock, SystemClock
+from scheduler.flush import FlushPolicy
+from scheduler.lanes import Lane, LaneSelector
+
+__all__ = ["Batch", "Coalescer", "CoalescerStats", "ContactWrite"]
+
+_LANES = (Lane.REALTIME, Lane.BACKFILL)
+_SNAPSHOT_VERSION = 1
+_ACK, _RETRY, _DISCARD = 0, 1, 2
+# Positions are (ms << 20) | seq; the compact record form covers 2**47 around the base.
+_BASE_MARGIN = 1 << 46
+
+Record = int | bytes
+_Values = dict[int, tuple[int, str]]  # property id -> (position, value)
+
+
+class ContactWrite(msgspec.Struct, frozen=True, array_like=True):
+    """One input of a HubSpot batch upsert: a contact and the properties to set on it."""
+
+    email: str
+    values: tuple[tuple[str, str, int], ...]
+    """(property internal name, value, stream position); "" clears the property."""
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return {name: value for name, value, _ in self.values}
+
+
+class Batch(msgspec.Struct, frozen=True):
+    """Distinct contacts drained together; hand it back with `acknowledge` or `retry`."""
+
+    id: int
+    lane: Lane
+    contacts: tuple[ContactWrite, ...]
+    oldest: float
+    """Arrival time of the oldest change in the batch (epoch seconds)."""
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+
+class CoalescerStats(msgspec.Struct, frozen=True):
+    offered: int
+    """Changes offered."""
+    coalesced: int
+    """Changes that will never be written: superseded, stale, duplicate, or equal to known."""
+    written: int
+    """Property values acknowledged as written."""
+    forgotten: int
+    """Pending values dropped by `forget_property`."""
+    parked: int
+    """Values HubSpot rejected (`discard`)."""
+    pending_realtime: int
+    pending_backfill: int
+    in_flight: int
+    known: int
+    """Contacts with at least one value known to be in HubSpot."""
+
+
+def _lane_index(lane: Lane | str) -> int:
+    return 0 if lane == Lane.REALTIME else 1
+
+
+class Coalescer:
+    """Pending changes of one activation, coalesced per contact and property (see module doc)."""
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        policy: FlushPolicy | None = None,
+        *,
+        resolution: float | None = None,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._policy = policy if policy is not None else FlushPolicy()
+        self._resolution = (
+            resolution if resolution is not None else min(0.01, self._policy.linger / 10)
+        )
+        self._selector = LaneSelector(self._policy.backfill_every)
+        self._codec: RecordCodec | None = None
+        self._prop_ids: dict[str, int] = {}
+        self._prop_names: list[str | None] = []
+        self._known: dict[bytes, Record] = {}
+        self._queue: list[dict[bytes, Record | None]] = [{}, {}]
+        self._runs: list[deque[list[float]]] = [deque(), deque()]  # [since, count]
+        self._holes = [0, 0]
+        self._front: list[dict[bytes, Record]] = [{}, {}]  # retried: before the queue
+        self._front_since: list[float | None] = [None, None]
+        self._count = [0, 0]  # pending contacts (front + live queue entries)
+        # In flight: key -> (batch id, lane index, record sent); changes meanwhile wait aside.
+        self._inflight: dict[bytes, tuple[int, int, Record]] = {}
+        self._blocked: dict[bytes, tuple[int, list[Entry], float]] = {}
+        self._next_batch = 1
+        self._offered = 0
+        self._coalesced = 0
+        self._written = 0
+        self._forgotten = 0
+        self._parked = 0
+
+    # ------------------------------------------------------------------ intake
+
+    def offer(
+        self,
+        email: str,
+        prop: str,
+        value: str,
+        position: int,
+        lane: Lane | str = Lane.REALTIME,
+    ) -> None:
+        """Offer one change: set `prop` of contact `email` to `value` as of `position`."""
+        self.offer_many(email, ((prop, value, position),), lane)
+
+    def offer_many(
+        self,
+        email: str,
+        changes: Iterable[tuple[str, str, int]],
+        lane: Lane | str = Lane.REALTIME,
+    ) -> None:
+        """Offer several (property, value, position) changes of one contact."""
+        li = _lane_index(lane)
+        entries: list[Entry] = []
+        for prop, value, position in changes:
+            if not 0 <= position <= MAX_POSITION:
+                raise ValueError(f"position must be in [0, 2**63), got {position}")
+            entries.append((self._intern(prop), position, value))
+        if not entries:
+            return
+        self._offered += len(entries)
+        if self._codec is None:
+            self._codec = RecordCodec(max(0, entries[0][1] - _BASE_MARGIN))
+        key = email.encode()
+        now = self._clock.now()
+
+        if key in self._inflight:
+            # Resolved against what the batch in flight turns out to have done.
+            held = self._blocked.get(key)
+            if held is None:
+                self._blocked[key] = (li, entries, now)
+            else:
+                held[1].extend(entries)
+                if li < held[0]:
+                    self._blocked[key] = (li, held[1], held[2])
+            return
+
+        where, record = self._find(key)
+        pending = self._values(record) if record is not None else {}
+        known_rec = self._known.get(key)
+        known = self._values(known_rec) if known_rec is not None else {}
+        if self._merge(known, pending, entries):
+            self._known[key] = self._encode(known)
+        self._place(key, where, pending, li, now)
+
+    # ------------------------------------------------------------------ flush policy
+
+    @property
+    def policy(self) -> FlushPolicy:
+        return self._policy
+
+    def pending(self, lane: Lane | str | None = None) -> int:
+        """Pending contacts in `lane`, or in both lanes (not counting those in flight)."""
+        if lane is None:
+            return self._count[0] + self._count[1]
+        return self._count[_lane_index(lane)]
+
+    def __len__(self) -> int:
+        return self._count[0] + self._count[1]
+
+    def oldest(self, lane: Lane | str) -> float | None:
+        """When the oldest pending change of `lane` arrived (never later than the truth)."""
+        li = _lane_index(lane)
+        if not self._count[li]:
+            return None
+        since = self._front_since[li] if self._front[li] else None
+        if self._live_in_queue(li):
+            self._trim(li)
+            head = self._runs[li][0][0]
+            since = head if since is None else min(since, head)
+        return since
+
+    def due_at(self, lane: Lane | str) -> float | None:
+        """When `lane` has a batch to send: now-or-past if full, else oldest + linger."""
+        since = self.oldest(lane)
+        if since is None:
+            return None
+        if self._count[_lane_index(lane)] >= self._policy.batch_size:
+            return since
+        return since + self._policy.linger
+
+    def next_flush_at(self) -> float | None:
+        """The earliest time any lane has a batch due; None when nothing is pending."""
+        times = [
+            t for t in (self.due_at(Lane.REALTIME), self.due_at(Lane.BACKFILL)) if t is not None
+        ]
+        return min(times) if times else None
+
+    def due_lanes(self, now: float | None = None) -> tuple[Lane, ...]:
+        """The lanes with a batch due at `now` (default: the clock), realtime first."""
+        now = self._clock.now() if now is None else now
+        return tuple(lane for lane in _LANES if (at := self.due_at(lane)) is not None and at <= now)
+
+    def ready(self, now: float | None = None) -> bool:
+        """True when some lane has a batch due at `now`."""
+        return bool(self.due_lanes(now))
+
+    def take(self, now: float | None = None, *, force: bool = False) -> Batch | None:
+        """Drain the next batch for a grant: the lane is chosen by the LaneSelector among due
+        lanes (all non-empty lanes with `force`); None if nothing is due."""
+        if force:
+            rt, bf = self._count[0] > 0, self._count[1] > 0
+        else:
+            due = self.due_lanes(now)
+            rt, bf = Lane.REALTIME in due, Lane.BACKFILL in due
+        lane = self._selector.choose(rt, bf)
+        if lane is None:
+            return None
+        return self.drain(self._policy.batch_size, lane=lane)
+
+    # ------------------------------------------------------------------ drain and outcome
+
+    def drain(self, n: int, lane: Lane | str = Lane.REALTIME) -> Batch | None:
+        """Up to `n` distinct contacts of `lane`, oldest first, now in flight; None if empty."""
+        li = _lane_index(lane)
+        if n < 1 or not self._count[li]:
+            return None
+        taken: list[tuple[bytes, Record]] = []
+        oldest = math.inf
+        front = self._front[li]
+        live_in_queue = self._count[li] > len(front)
+        if front:
+            oldest = self._front_since[li]  # type: ignore[assignment]
+            for key in list(itertools.islice(front, n)):
+                taken.append((key, front.pop(key)))
+            if not front:
+                self._front_since[li] = None
+        queue = self._queue[li]
+        if len(taken) < n and live_in_queue:
+            self._trim(li)
+            queue = self._queue[li]
+            oldest = min(oldest, self._runs[li][0][0])
+            runs = self._runs[li]
+            while len(taken) < n and queue:
+                for key in list(itertools.islice(queue, n - len(taken) + 16)):
+                    record = queue.pop(key)
+                    self._holes[li] += 1
+                    run = runs[0]
+                    run[1] -= 1
+                    if not run[1]:
+                        runs.popleft()
+                    if record is not None:
+                        taken.append((key, record))
+                        if len(taken) == n:
+                            break
+            self._compact(li)
+        self._count[li] -= len(taken)
+        batch_id = self._next_batch
+        self._next_batch += 1
+        names = self._prop_names
+        contacts = []
+        for key, record in taken:
+            self._inflight[key] = (batch_id, li, record)
+            values = tuple(
+                (names[prop], value, pos)  # type: ignore[misc]
+                for prop, pos, value in self._decode(record)
+            )
+            contacts.append(ContactWrite(key.decode(), values))
+        return Batch(batch_id, _LANES[li], tuple(contacts), oldest)
+
+    def acknowledge(self, batch: Batch, only: Iterable[str] | None = None) -> None:
+        """HubSpot holds the batch's values now (or only those of the contacts in `only`):
+        record them as known, unless superseded. Idempotent."""
+        self._resolve(batch, only, _ACK)
+
+    def retry(self, batch: Batch, only: Iterable[str] | None = None) -> None:
+        """The batch (or `only` these contacts) was not written, or may not have been: its
+        contacts go back in front of their lane, and a newer change that arrived meanwhile
+        wins over the value that was sent. Idempotent."""
+        self._resolve(batch, only, _RETRY)
+
+    restore = retry  # "put the failed batch back"
+
+    def discard(self, batch: Batch, only: Iterable[str] | None = None) -> None:
+        """HubSpot rejected these contacts' inputs (parked as bad input): nothing was written,
+        nothing is retried; changes that arrived meanwhile stay pending."""
+        self._resolve(batch, only, _DISCARD)
+
+    def _resolve(self, batch: Batch, only: Iterable[str] | None, outcome: int) -> None:
+        chosen = None if only is None else set(only)
+        for contact in batch.contacts:
+            if chosen is not None and contact.email not in chosen:
+                continue
+            key = contact.email.encode()
+            flight = self._inflight.get(key)
+            if flight is None or flight[0] != batch.id:
+                continue  # resolved twice, or not ours
+            del self._inflight[key]
+            known_rec = self._known.get(key)
+            known = self._values(known_rec) if known_rec is not None else {}
+            sent = [e for e in self._decode(flight[2]) if self._prop_names[e[0]] is not None]
+            if outcome == _ACK:
+                for prop, pos, value in sent:
+                    self._written += 1
+                    held = known.get(prop)
+                    if held is None or held[0] < pos:
+                        known[prop] = (pos, value)
+                sent = []
+            elif outcome == _RETRY:
+                # A failed call may still have been applied: HubSpot's value is unknown until
+                # the resend is acknowledged. The pending resend (newer than the old known
+                # position) now guards against late older changes.
+                for prop, _, _ in sent:
+                    known.pop(prop, None)
+            else:
+                self._parked += len(sent)
+                sent = []
+            self._release_blocked(key, known, sent, flight[1], batch.oldest)
+
+    def in_flight(self) -> int:
+        """Contacts drained and neither acknowledged nor retried yet."""
+        return len(self._inflight)
+
+    # ------------------------------------------------------------------ queries and upkeep
+
+    def known_value(self, email: str, prop: str) -> tuple[str, int] | None:
+        """(value, position) HubSpot is known to hold for this contact property, or None."""
+        pid = self._prop_ids.get(prop)
+        record = self._known.get(email.encode())
+        if pid is None or record is None:
+            return None
+        held = self._values(record).get(pid)
+        return None if held is None else (held[1], held[0])
+
+    def pending_values(self, email: str) -> dict[str, tuple[str, int]]:
+        """The pending {property: (value, position)} of one contact (queued or retried)."""
+        _, record = self._find(email.encode())
+        if record is None:
+            return {}
+        return {self._prop_names[p]: (v, pos) for p, pos, v in self._decode(record)}  # type: ignore[misc]
+
+    def forget_property(self, prop: str) -> None:
+        """Drop `prop` everywhere (its audience or attribute was removed from the activation);
+        values of it in flight are neither recorded nor retried."""
+        pid = self._prop_ids.pop(prop, None)
+        if pid is None:
+            return
+        self._prop_names[pid] = None
+
+        def strip(record: Record) -> tuple[Record | None, int]:
+            entries = self._decode(record)
+            kept = [e for e in entries if e[0] != pid]
+            if len(kept) == len(entries):
+                return record, 0
+            return (self._encode_entries(kept) if kept else None), len(entries) - len(kept)
+
+        for li in (0, 1):
+            queue = self._queue[li]
+            for key, record in queue.items():
+                if record is not None:
+                    new, dropped = strip(record)
+                    if dropped:
+                        queue[key] = new
+                        self._forgotten += dropped
+                        self._count[li] -= new is None
+            front = self._front[li]
+            for key in list(front):
+                new, dropped = strip(front[key])
+                if dropped:
+                    self._forgotten += dropped
+                    if new is None:
+                        del front[key]
+                        self._count[li] -= 1
+                    else:
+                        front[key] = new
+        for key in list(self._known):
+            new, _ = strip(self._known[key])
+            if new is None:
+                del self._known[key]
+            else:
+                self._known[key] = new
+        for held in self._blocked.values():
+            before = len(held[1])
+            held[1][:] = [e for e in held[1] if e[0] != pid]
+            self._forgotten += before - len(held[1])
+
+    def stats(self) -> CoalescerStats:
+        return CoalescerStats(
+            offered=self._offered,
+            coalesced=self._coalesced,
+            written=self._written,
+            forgotten=self._forgotten,
+            parked=self._parked,
+            pending_realtime=self._count[0],
+            pending_backfill=self._count[1],
+            in_flight=len(self._inflight),
+            known=len(self._known),
+        )
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_builtins(self) -> dict[str, Any]:
+        """Plain, msgpack-able state. Contacts in flight are saved as if their batch had
+        failed (they go back in front of their lane): resending is harmless, losing is not."""
+        lanes: list[dict[str, Any]] = []
+        for li in (0, 1):
+            front = [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()]
+            queue: list[list[Any]] = []
+            items = iter(self._queue[li].items())
+            for since, count in self._runs[li]:
+                group = [
+                    [k.decode(), self._entries_out(r)]
+                    for k, r in itertools.islice(items, int(count))
+                    if r is not None
+                ]
+                if group:
+                    queue.append([since, group])
+            lanes.append({"front_since": self._front_since[li], "front": front, "queue": queue})
+        # In flight and held aside: resolved as `retry` would, appended to the front.
+        known_after: dict[bytes, _Values] = {}
+        for key, (_, li, record) in self._inflight.items():
+            known_rec = self._known.get(key)
+            known = self._values(known_rec) if known_rec is not None else {}
+            sent = [e for e in self._decode(record) if self._prop_names[e[0]] is not None]
+            for prop, _, _ in sent:
+                known.pop(prop, None)
+            pending: _Values = {}
+            counted = self._coalesced
+            self._merge(known, pending, sent)
+            lane_i, since = li, None
+            held = self._blocked.get(key)
+            if held is not None:
+                self._merge(known, pending, held[1])
+                lane_i, since = min(li, held[0]), held[2]
+            self._coalesced = counted  # a snapshot observes, it does not count
+            known_after[key] = known
+            if pending:
+                lane = lanes[lane_i]
+                lane["front"].append(
+                    [key.decode(), [[p, pos, v] for p, (pos, v) in pending.items()]]
+                )
+                at = since if since is not None else self._clock.now()
+                fs = lane["front_since"]
+                lane["front_since"] = at if fs is None else min(fs, at)
+        known_out = [
+            [k.decode(), self._entries_out(r)]
+            for k, r in self._known.items()
+            if k not in known_after
+        ]
+        known_out.extend(
+            [k.decode(), [[p, pos, v] for p, (pos, v) in values.items()]]
+            for k, values in known_after.items()
+            if values
+        )
+        return {
+            "version": _SNAPSHOT_VERSION,
+            "base": None if self._codec is None else self._codec.base,
+            "properties": list(self._prop_names),
+            "known": known_out,
+            "lanes": lanes,
+            "next_batch": self._next_batch,
+            "counters": [
+                self._offered,
+                self._coalesced,
+                self._written,
+                self._forgotten,
+                self._parked,
+            ],
+        }
+
+    def snapshot(self) -> bytes:
+        """`to_builtins` as msgpack."""
+        return msgspec.msgpack.encode(self.to_builtins())
+
+    @classmethod
+    def from_builtins(
+        cls,
+        data: dict[str, Any],
+        clock: Clock | None = None,
+        policy: FlushPolicy | None = None,
+        *,
+        resolution: float | None = None,
+    ) -> Coalescer:
+        if data.get("version") != _SNAPSHOT_VERSION:
+            raise ValueError(
+                f"unknown Coalescer snapshot version {data.get('version')!r}; "
+                "rebuild the activation state from its log"
+            )
+        self = cls(clock, policy, resolution=resolution)
+        if data["base"] is not None:
+            self._codec = RecordCodec(data["base"])
+        self._prop_names = list(data["properties"])
+        self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
+        for email, entries in data["known"]:
+            self._known[email.encode()] = self._encode_entries(self._entries_in(entries))
+        for li, lane in enumerate(data["lanes"]):
+            for email, entries in lane["front"]:
+                self._front[li][email.encode()] = self._encode_entries(self._entries_in(entries))
+            self._front_since[li] = lane["front_since"] if lane["front"] else None
+            for since, group in lane["queue"]:
+                for email, entries in group:
+                    self._queue[li][email.encode()] = self._encode_entries(
+                        self._entries_in(entries)
+                    )
+                self._runs[li].append([since, len(group)])
+            self._count[li] = len(self._front[li]) + len(self._queue[li])
+        self._next_batch = data["next_batch"]
+        (
+            self._offered,
+            self._coalesced,
+            self._written,
+            self._forgotten,
+            self._parked,
+        ) = data["counters"]
+        return self
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        data: bytes,
+        clock: Clock | None = None,
+        policy: FlushPolicy | None = None,
+        *,
+        resolution: float | None = None,
+    ) -> Coalescer:
+        return cls.from_builtins(msgspec.msgpack.decode(data), clock, policy, resolution=resolution)
+
+    # ------------------------------------------------------------------ internals
+
+    def _intern(self, prop: str) -> int:
+        pid = self._prop_ids.get(prop)
+        if pid is None:
+            pid = len(self._prop_names)
+            if pid > MAX_PROPERTY_ID:
+                raise ValueError("more than 65536 distinct properties offered to one Coalescer")
+            self._prop_ids[prop] = pid
+            self._prop_names.append(prop)
+        return pid
+
+    def _decode(self, record: Record) -> list[Entry]:
+        return self._codec.decode(record)  # type: ignore[union-attr]
+
+    def _encode_entries(self, entries: list[Entry]) -> Record:
+        return self._codec.encode(entries)  # type: ignore[union-attr]
+
+    def _values(self, record: Record) -> _Values:
+        return {prop: (pos, value) for prop, pos, value in self._decode(record)}
+
+    def _encode(self, values: _Values) -> Record:
+        return self._encode_entries([(p, pos, v) for p, (pos, v) in values.items()])
+
+    def _entries_out(self, record: Record) -> list[list[Any]]:
+        return [[p, pos, v] for p, pos, v in self._decode(record)]
+
+    @staticmethod
+    def _entries_in(entries: list[list[Any]]) -> list[Entry]:
+        return [(p, pos, v) for p, pos, v in entries]
+
+    def _merge(self, known: _Values, pending: _Values, entries: Iterable[Entry]) -> bool:
+        """Fold `entries` into `pending` (in place); True if `known` changed."""
+        known_changed = False
+        for prop, pos, value in entries:
+            held = pending.get(prop)
+            if held is not None and held[0] >= pos:
+                self._coalesced += 1  # older than (or the same as) what is pending
+                continue
+            have = known.get(prop)
+            if have is not None and have[0] >= pos:
+                self._coalesced += 1  # older than what HubSpot is known to hold
+                continue
+            if held is not None:
+                self._coalesced += 1  # the pending value is superseded
+            if have is not None and have[1] == value:
+                # HubSpot already holds it: nothing to write, but remember the position so a
+                # late older change cannot bring the other value back.
+                known[prop] = (pos, value)
+                known_changed = True
+                if held is not None:
+                    del pending[prop]
+                self._coalesced += 1
+                continue
+            pending[prop] = (pos, value)
+        return known_changed
+
+    def _find(self, key: bytes) -> tuple[tuple[bool, int] | None, Record | None]:
+        """Where `key` is pending: ((in_front, lane index), record), or (None, None)."""
+        for li in (0, 1):
+            record = self._front[li].get(key)
+            if record is not None:
+                return (True, li), record
+            record = self._queue[li].get(key)
+            if record is not None:
+                return (False, li), record
+        return None, None
+
+    def _place(
+        self, key: bytes, where: tuple[bool, int] | None, pending: _Values, li: int, now: float
+    ) -> None:
+        """Store `pending` for `key`, which was pending at `where`; a realtime change promotes."""
+        if where is not None:
+            in_front, at = where
+            if pending and at <= li:
+                record = self._encode(pending)
+                if in_front:
+                    self._front[at][key] = record
+                else:
+                    self._queue[at][key] = record
+                return
+            if in_front:
+                del self._front[at][key]
+                if not self._front[at]:
+                    self._front_since[at] = None
+            else:
+                self._queue[at][key] = None  # tombstone: keeps the run counts aligned
+            self._count[at] -= 1
+            if not pending:
+                return
+            li = min(li, at)
+        elif not pending:
+            return
+        queue = self._queue[li]
+        if key not in queue:
+            runs = self._runs[li]
+            if runs and now - runs[-1][0] < self._resolution:
+                runs[-1][1] += 1
+            else:
+                runs.append([now, 1])
+        queue[key] = self._encode(pending)
+        self._count[li] += 1
+
+    def _release_blocked(
+        self, key: bytes, known: _Values, sent: list[Entry], li: int, oldest: float
+    ) -> None:
+        """After a batch resolved: fold what was sent back (on failure) and what arrived
+        meanwhile into pending, in front of the lane."""
+        held = self._blocked.pop(key, None)
+        pending: _Values = {}
+        since = oldest
+        self._merge(known, pending, sent)
+        if held is not None:
+            self._merge(known, pending, held[1])
+            if not sent:
+                since = held[2]
+            li = min(li, held[0])
+        if known:
+            self._known[key] = self._encode(known)
+        else:
+            self._known.pop(key, None)
+        if pending:
+            self._front[li][key] = self._encode(pending)
+            fs = self._front_since[li]
+            self._front_since[li] = since if fs is None else min(fs, since)
+            self._count[li] += 1
+
+    def _live_in_queue(self, li: int) -> bool:
+        return self._count[li] > len(self._front[li])
+
+    def _trim(self, li: int) -> None:
+        """Drop tombstones at the head of the queue, so the head run time is a live one."""
+        queue, runs = self._queue[li], self._runs[li]
+        while queue:
+            removed = False
+            for key in list(itertools.islice(queue, 64)):
+                if queue[key] is not None:
+                    self._compact(li)
+                    return
+                del queue[key]
+                self._holes[li] += 1
+                runs[0][1] -= 1
+                if not runs[0][1]:
+                    runs.popleft()
+                removed = True
+            if not removed:
+                break
+        self._compact(li)
+
+    def _compact(self, li: int) -> None:
+        # Deleting from the head of a dict leaves holes that every later scan from the head
+        # walks over (fast, in C); a rebuild costs O(len) slow inserts, so wait for many holes.
+        queue = self._queue[li]
+        if self._holes[li] > max(4096, len(queue) // 8):
+            self._queue[li] = dict(queue)
+            self._holes[li] = 0
