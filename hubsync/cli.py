@@ -60,6 +60,35 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
 
 
 @main.command()
+def up() -> None:
+    """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, run until Ctrl-C/SIGTERM."""
+    import signal
+    import threading
+
+    from hubsync.service import Service
+
+    config = load_config()
+    service = Service(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        info = service.start()
+        where = service.dashboard_url or "the cluster's dashboard"
+        click.echo(
+            f"hubsync is up: {info['partitions']} partitions, {info['activations']} activations; "
+            f"Ray dashboard: {where}; stop with Ctrl-C",
+            err=False,
+        )
+        sys.stdout.flush()
+        stop.wait()
+        click.echo("stopping: checkpointing activations ...")
+    finally:
+        service.stop()
+    click.echo("stopped")
+
+
+@main.command()
 def demo() -> None:
     """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end."""
     click.echo("hubsync demo: coming with the actors; for now see `hubsync --help`.")

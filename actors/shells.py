@@ -1,0 +1,303 @@
+"""The Ray actors: thin shells that give each plain class a Redis connection, a loop and a name.
+
+The logic lives in RouterCore, ActivationCore, GovernorCore and SupervisorCore; a shell only
+wires them to Ray (handles to other actors, metrics). A restart reruns the constructor, which
+recovers from the log and snapshots, so every shell is safe to kill at any moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+import ray
+import redis.asyncio as aioredis
+
+from actors.activation import ActivationCore
+from actors.governor import GovernorCore, Outcome
+from actors.router import RouterCore
+from actors.supervisor import SupervisorCore
+from crm.properties import PropertySpec
+from events.streams import Keys
+
+__all__ = ["ActivationActor", "RateGovernor", "RouterActor", "Settings", "SupervisorActor"]
+
+log = logging.getLogger("hubsync")
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """What every actor needs to find its peers and its data; no secrets."""
+
+    redis_url: str
+    namespace: str = "hubsync"
+    partitions: int = 4
+    linger_ms: int = 250
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+
+def _redis(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+
+
+def _metrics() -> Any:
+    from actors.metrics import metrics
+
+    return metrics()
+
+
+class _Handles:
+    """Handles to named actors, created on first use (get_if_exists) and cached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cache: dict[str, Any] = {}
+
+    def get(self, kind: str, ident: str | int) -> Any:
+        from actors import remote
+
+        name = remote.actor_name(kind, ident)
+        handle = self._cache.get(name)
+        if handle is None:
+            make = {"router": remote.router_actor, "activation": remote.activation_actor, "governor": remote.governor_actor}[kind]
+            handle = self._cache[name] = make(self._settings, ident)
+        return handle
+
+    def forget(self, kind: str, ident: str | int) -> None:
+        from actors import remote
+
+        self._cache.pop(remote.actor_name(kind, ident), None)
+
+
+class _RayPlacement:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._handles = _Handles(settings)
+
+    def ensure_router(self, partition: int) -> None:
+        self._handles.get("router", partition)
+
+    def ensure_activation(self, activation_id: str) -> None:
+        self._handles.get("activation", activation_id)
+
+    def ensure_governor(self, fingerprint: str) -> None:
+        self._handles.get("governor", fingerprint)
+
+    def running(self, kind: str) -> set[str]:
+        prefix = f"{kind}:"
+        return {
+            a["name"][len(prefix):]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == self._settings.namespace and a["name"].startswith(prefix)
+        }
+
+    async def stop(self, kind: str, ident: str) -> None:
+        from actors import remote
+
+        self._handles.forget(kind, ident)
+        try:
+            handle = ray.get_actor(remote.actor_name(kind, ident), namespace=self._settings.namespace)
+        except ValueError:
+            return
+        ray.kill(handle, no_restart=True)
+
+
+class SupervisorActor:
+    def __init__(self, settings: Settings) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self._settings = settings
+        self._placement = _RayPlacement(settings)
+        self.core = SupervisorCore(_redis(settings), settings.keys, self._placement, partitions=settings.partitions)
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self.core.run(stop=lambda: self._stopping))
+
+    async def ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Returns once the routers exist (the first reconcile passed)."""
+        for _ in range(int(timeout * 10)):
+            if self.core.partitions and len(self._placement.running("router")) >= self.core.partitions:
+                return {"partitions": self.core.partitions, "activations": len(self.core.activations.by_id)}
+            await asyncio.sleep(0.1)
+        raise TimeoutError("hubsync's routers did not start; see the Ray dashboard's actor logs")
+
+    async def shutdown(self) -> None:
+        """Checkpoint every activation, then stop every actor but this one."""
+        self._stopping = True
+        self._task.cancel()
+        activations = self._placement.running("activation")
+        handles = []
+        for activation_id in activations:
+            try:
+                handles.append(ray.get_actor(f"activation:{activation_id}", namespace=self._settings.namespace))
+            except ValueError:
+                continue
+        await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
+        for kind in ("router", "activation", "governor"):
+            for ident in self._placement.running(kind):
+                await self._placement.stop(kind, ident)
+
+
+class RouterActor:
+    def __init__(self, settings: Settings, partition: int) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self._handles = _Handles(settings)
+        self.core = RouterCore(_redis(settings), settings.keys, partition)
+        self._tag = {"partition": str(partition)}
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if failures or not self.core.stats.events_in:
+                    await self.core.start()
+                before = self.core.stats.dead
+                n = await self.core.step(self._deliver)
+                if n:
+                    _metrics().events_in.inc(n, tags=self._tag)
+                    if self.core.stats.dead > before:
+                        _metrics().dead_letters.inc(self.core.stats.dead - before, tags=self._tag)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                log.exception("router %d: step failed (%d in a row); retrying", self.core.partition, failures)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    async def _deliver(self, activation_id: str, payload: bytes) -> None:
+        await self._handles.get("activation", activation_id).ingest.remote(payload)
+
+    async def stats(self) -> dict[str, Any]:
+        s = self.core.stats
+        return {"events_in": s.events_in, "routed": s.routed, "dead": s.dead, "last_position": s.last_position}
+
+
+class _GovernorPort:
+    """An ActivationCore's view of its governor actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    async def turn(self, activation_id: str, lane: str) -> None:
+        await self._h.turn.remote(activation_id, lane)
+
+    async def release(self, activation_id: str) -> None:
+        await self._h.release.remote(activation_id)
+
+    async def upsert(self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+        return await self._h.upsert.remote(activation_id, lane, contacts)  # type: ignore[no-any-return]
+
+    async def update(self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+        return await self._h.update.remote(activation_id, lane, records)  # type: ignore[no-any-return]
+
+    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
+        return await self._h.read_ids.remote(activation_id, lane, emails)  # type: ignore[no-any-return]
+
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]:
+        return await self._h.ensure_schema.remote(activation_id, specs)  # type: ignore[no-any-return]
+
+    async def archive(self, activation_id: str, name: str) -> bool:
+        return await self._h.archive.remote(activation_id, name)  # type: ignore[no-any-return]
+
+
+class ActivationActor:
+    def __init__(self, settings: Settings, activation_id: str) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self._handles = _Handles(settings)
+        self._tag = {"activation": activation_id}
+        self.core = ActivationCore(
+            _redis(settings),
+            settings.keys,
+            activation_id,
+            lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
+            linger=settings.linger_ms / 1000,
+            on_written=self._written,
+        )
+        self.core.start()
+        self._seen = {"changes_in": 0, "coalesced": 0}
+        self._task = asyncio.get_running_loop().create_task(self._export())
+
+    def _written(self, contacts: int, lag: float) -> None:
+        m = _metrics()
+        m.written.inc(contacts, tags=self._tag)
+        m.lag.observe(lag, tags=self._tag)
+
+    async def _export(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                s = self.core.status()
+                m = _metrics()
+                for field, counter in (("changes_in", m.changes_received), ("coalesced", m.coalesced)):
+                    if s[field] > self._seen[field]:
+                        counter.inc(s[field] - self._seen[field], tags=self._tag)
+                    self._seen[field] = s[field]
+                m.pending.set(s["pending_realtime"], tags={**self._tag, "lane": "realtime"})
+                m.pending.set(s["pending_backfill"], tags={**self._tag, "lane": "backfill"})
+                for key, b in s["backfills"].items():
+                    m.backfill_done.set(b["done"], tags={**self._tag, "property": key})
+                    m.backfill_total.set(b["total"], tags={**self._tag, "property": key})
+            except Exception:
+                log.exception("activation %s: metrics export failed", self.core.activation_id)
+
+    async def ingest(self, payload: bytes) -> None:
+        await self.core.ingest(payload)
+
+    async def status(self) -> dict[str, Any]:
+        return self.core.status()
+
+    async def checkpoint(self) -> None:
+        await self.core.checkpoint()
+
+    async def stop(self) -> None:
+        await self.core.stop()
+
+
+class RateGovernor:
+    def __init__(self, settings: Settings, fingerprint: str) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.core = GovernorCore(_redis(settings), settings.keys, fingerprint)
+        self.core.start()
+        self._tag = {"token": fingerprint}
+        self._task = asyncio.get_running_loop().create_task(self._housekeeping())
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self.core.refresh()
+                await self.core.publish_status()
+                s = self.core.status()
+                _metrics().window_left.set(s["window_left"], tags=self._tag)
+                if s["daily_left"] is not None:
+                    _metrics().daily_left.set(s["daily_left"], tags=self._tag)
+            except Exception:
+                log.exception("governor %s: housekeeping failed", self.core.fingerprint)
+            await asyncio.sleep(1.0)
+
+    async def turn(self, activation_id: str, lane: str) -> None:
+        await self.core.turn(activation_id, lane)
+
+    async def release(self, activation_id: str) -> None:
+        self.core.release(activation_id)
+
+    async def upsert(self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+        return await self.core.upsert(activation_id, lane, contacts)
+
+    async def update(self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+        return await self.core.update(activation_id, lane, records)
+
+    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
+        return await self.core.read_ids(activation_id, lane, emails)
+
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]:
+        return await self.core.ensure_schema(activation_id, specs)
+
+    async def archive(self, activation_id: str, name: str) -> bool:
+        return await self.core.archive(activation_id, name)
+
+    async def status(self) -> dict[str, Any]:
+        return self.core.status()

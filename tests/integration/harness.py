@@ -1,0 +1,79 @@
+"""A running hubsync for integration tests: the real actors on the shared Ray, a fresh namespace
+(Redis keys and Ray namespace) per test, the emulator over HTTP, and helpers to drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import ray
+import redis.asyncio as aioredis
+
+from actors.remote import supervisor_actor
+from actors.shells import Settings
+from crm.emulator import EmulatorServer
+from crm.tokens import token_fingerprint
+from events.activations import Activations
+from events.model import ActivationCreated, CdpEvent, ControlEvent
+from events.secrets import Sealer
+from events.streams import Keys, Publisher, ensure_partitions
+
+
+class Hubsync:
+    def __init__(self, redis_url: str, emulator: EmulatorServer, secret_key: str, *, partitions: int = 2, linger_ms: int = 100) -> None:
+        self.namespace = f"t{uuid.uuid4().hex[:10]}"
+        self.settings = Settings(redis_url, self.namespace, partitions, linger_ms)
+        self.keys = Keys(self.namespace)
+        self.emulator = emulator
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.sealer = Sealer(secret_key)
+        self.supervisor: Any = None
+
+    async def start(self) -> None:
+        await ensure_partitions(self.redis, self.keys, self.settings.partitions)
+        self.supervisor = supervisor_actor(self.settings)
+        await self.supervisor.ready.remote()
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.shutdown.remote()
+            ray.kill(self.supervisor, no_restart=True)
+        await self.redis.aclose()
+
+    async def publish(self, events: Iterable[CdpEvent]) -> list[str]:
+        p = await ensure_partitions(self.redis, self.keys, self.settings.partitions)
+        return await Publisher(self.redis, self.keys, p).publish(events)
+
+    async def control(self, event: ControlEvent) -> None:
+        await Activations().execute(self.redis, self.keys, event)
+
+    async def create_activation(self, token: str, *, audiences: Iterable[str] = (), attributes: Iterable[str] = (),
+                                plan: str = "starter", mode: str = "upsert", name: str | None = None,
+                                api_version: str = "2026-03") -> str:
+        activation_id = f"act{uuid.uuid4().hex[:8]}"
+        await self.control(ActivationCreated(
+            activation_id=activation_id, name=name or activation_id, token_sealed=self.sealer.seal(token),
+            token_fingerprint=token_fingerprint(token), base_url=self.emulator.url, api_version=api_version,  # type: ignore[arg-type]
+            plan=plan, mode=mode, audiences=tuple(audiences), attributes=tuple(attributes),  # type: ignore[arg-type]
+        ))
+        return activation_id
+
+    def actor(self, kind: str, ident: str | int = "") -> Any:
+        return ray.get_actor(kind if kind == "supervisor" else f"{kind}:{ident}", namespace=self.namespace)
+
+    def hubspot(self) -> dict[str, dict[str, str]]:
+        """email -> properties, as the emulator holds them now."""
+        return self.emulator.admin.contact_properties()
+
+    async def until(self, check: Callable[[], Any], *, timeout: float = 60.0, every: float = 0.25, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = await asyncio.to_thread(check)
+            if last:
+                return last
+            await asyncio.sleep(every)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last: {str(last)[:500]}")
