@@ -63,6 +63,8 @@ PLANS: dict[str, tuple[int, int]] = {
 # grant also waits this long beyond the window so a slow request never lands in a full window.
 WINDOW_MARGIN = 0.25
 MAX_ATTEMPTS = 8
+REALTIME_RESERVE = 0.1  # share of the window backfills leave free while realtime traffic flows
+REALTIME_MEMORY = 60.0  # seconds after the last realtime call that the reserve still applies
 
 _caller: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("caller")
 
@@ -117,6 +119,7 @@ class GovernorCore:
         self.calls: Counter[str] = Counter()
         self.rate_limited = 0
         self._dispatcher: asyncio.Task[None] | None = None
+        self._realtime_seen_at = float("-inf")
 
     # --- configuration, folded from the control stream ----------------------------------------
 
@@ -173,6 +176,10 @@ class GovernorCore:
                 await self._wake.wait()
                 continue
             now = self._clock.now()
+            wait = self._backfill_wait(now)
+            if wait > 0:
+                await self._sleep(min(wait, 1.0))
+                continue
             wait = self.budget.reserve(now)
             if wait > 0:
                 await self._sleep(min(wait, 1.0))
@@ -185,6 +192,21 @@ class GovernorCore:
                 continue
             future.set_result(now)
 
+    def _backfill_wait(self, now: float) -> float:
+        """While some activation of this token has realtime traffic, backfills leave the last
+        slots of the window to it, so a huge backfill never makes realtime changes wait a window."""
+        if now - self._realtime_seen_at > REALTIME_MEMORY:
+            return 0.0
+        if any(self._queue.pending(a, Lane.REALTIME) for a in self._queue.activations()):
+            return 0.0
+        window = self.budget.window
+        reserve = max(1, int(window.capacity * REALTIME_RESERVE))
+        grants = window.grants()
+        excess = len(grants) - (window.capacity - reserve)
+        if excess < 0:
+            return 0.0
+        return max(grants[excess] + window.interval - now, 0.0) or 1e-3
+
     async def permit(self, activation_id: str, lane: str) -> float:
         """Wait for this activation's fair turn and a slot in the budget; returns the grant time."""
         self._check_usable()
@@ -195,6 +217,8 @@ class GovernorCore:
 
     async def turn(self, activation_id: str, lane: str) -> None:
         """Hold one permit for the activation's next call (so it forms the batch just in time)."""
+        if lane == Lane.REALTIME.value:
+            self._realtime_seen_at = self._clock.now()
         granted = await self.permit(activation_id, lane)
         self._held.setdefault(activation_id, deque()).append(granted)
 

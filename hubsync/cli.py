@@ -110,3 +110,7 @@ def _register() -> None:
 _register()
 
 __all__ = ["main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -64,6 +64,16 @@ class Hubsync:
     def actor(self, kind: str, ident: str | int = "") -> Any:
         return ray.get_actor(kind if kind == "supervisor" else f"{kind}:{ident}", namespace=self.namespace)
 
+    async def wait_actor(self, kind: str, ident: str | int = "", timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.actor(kind, ident)
+            except ValueError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
     def hubspot(self) -> dict[str, dict[str, str]]:
         """email -> properties, as the emulator holds them now."""
         return self.emulator.admin.contact_properties()

@@ -85,3 +85,76 @@ async def test_deleting_an_audience_archives_its_property(hubsync: Hubsync) -> N
         return any(p["name"] == "raptor_gone_soon" and p.get("archived") for p in props.get("properties", props.get("results", [])))
 
     await hubsync.until(archived, timeout=30, what="the property archived")
+
+
+async def _members(hubsync: Hubsync, audience: str, n: int, prefix: str = "m") -> None:
+    await hubsync.publish([AudienceEntered(audience_id=audience, email=f"{prefix}{i}@example.com") for i in range(n)])
+    from events.projections import Projections
+
+    projections = Projections(hubsync.redis, hubsync.keys)
+
+    async def counted() -> bool:
+        return await projections.count_members(audience, hubsync.settings.partitions) == n
+
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 60
+    while not await counted():
+        assert time.monotonic() < deadline, "the routers did not project the members"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_backfill_of_20000_contacts_runs_at_the_plans_rate_and_never_exceeds_it(hubsync: Hubsync) -> None:
+    await hubsync.publish([AudienceDefined(audience_id="big", name="Big Audience")])
+    await _members(hubsync, "big", 20_000)
+    activation = await hubsync.create_activation("pat-backfill", audiences=["big"], plan="starter")
+    async def status() -> dict:
+        return await hubsync.actor("activation", activation).status.remote()
+
+    import asyncio
+
+    for _ in range(600):
+        try:
+            s = await status()
+            if s["backfills"].get("a:big", {}).get("done") == 20_000 and s["pending"] == 0:
+                break
+        except ValueError:
+            pass  # the actor is not there yet
+        await asyncio.sleep(0.2)
+    contacts = hubsync.emulator.admin.contacts(with_timestamps=True)
+    members = [c for c in contacts if c["properties"].get("raptor_big_audience") == "true"]
+    assert len(members) == 20_000
+    stats = hubsync.emulator.admin.stats()
+    assert stats["rate_limited"] == 0
+    assert stats["max_calls_in_any_window"] <= 100
+    written = sorted(c["written_at"]["raptor_big_audience"] for c in members)
+    # From the first write to the last: 205 calls (5 to create the property group and property)
+    # need three 10-second windows; the plan's ceiling is 100 contacts x 100 calls per 10 s.
+    span = written[-1] - written[0]
+    rate = 20_000 / span
+    print(f"backfill 20,000: {span:.1f}s first to last write, {rate:.0f} contacts/s, "
+          f"{rate / 1000:.2f} of the starter ceiling, calls {stats['requests']}, "
+          f"max calls in a window {stats['max_calls_in_any_window']}, 429s {stats['rate_limited']}")
+    assert rate >= 0.95 * 1000 * (200 / 205)  # schema calls carry no contacts
+
+
+async def test_two_activations_on_one_token_share_it_fairly(hubsync: Hubsync) -> None:
+    await hubsync.publish([AudienceDefined(audience_id="one", name="One"), AudienceDefined(audience_id="two", name="Two")])
+    await _members(hubsync, "one", 8_000, prefix="one")
+    await _members(hubsync, "two", 8_000, prefix="two")
+    await hubsync.create_activation("pat-shared", audiences=["one"], name="first")
+    await hubsync.create_activation("pat-shared", audiences=["two"], name="second")
+
+    def halfway() -> tuple[int, int] | None:
+        c = hubsync.hubspot()
+        one = sum(1 for p in c.values() if p.get("raptor_one") == "true")
+        two = sum(1 for p in c.values() if p.get("raptor_two") == "true")
+        return (one, two) if one + two >= 8_000 else None
+
+    one, two = await hubsync.until(halfway, timeout=60, every=0.1, what="half the contacts")
+    assert abs(one - two) <= 2_000, (one, two)  # each got about half the token's calls
+    await hubsync.until(lambda: sum(1 for p in hubsync.hubspot().values() if "true" in p.values()) == 16_000, timeout=60)
+    stats = hubsync.emulator.admin.stats()
+    assert stats["max_calls_in_any_window"] <= 100
+    assert stats["rate_limited"] == 0

@@ -1,0 +1,111 @@
+"""Everything on one machine, for the demo and the benchmarks: a private redis-server, the HubSpot
+emulator in its own process, a local Ray on 127.0.0.1 and a hubsync Service, all on loopback,
+all stopped (no process left behind) when the stack closes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crm.emulator import EmulatorAdmin
+from events.redis_server import RedisServer
+from hubsync.config import Config
+from hubsync.service import Service
+
+__all__ = ["EmulatorProcess", "LocalStack"]
+
+
+class EmulatorProcess:
+    """`hubsync emulator` in a child process, so it never competes with the caller for the GIL."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hubsync.cli", "emulator", "--host", "127.0.0.1", "--port", "0", *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                self.url = found.group(1)
+                return self
+            if not line and self.process.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("the HubSpot emulator did not start")
+
+    @property
+    def admin(self) -> EmulatorAdmin:
+        return EmulatorAdmin(self.url)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class LocalStack:
+    emulator_args: tuple[str, ...] = ()
+    partitions: int = 4
+    linger_ms: int = 250
+    dashboard: bool = False
+    keep_home: bool = False
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hubsync-")))
+
+    def __post_init__(self) -> None:
+        self.redis: RedisServer | None = None
+        self.emulator = EmulatorProcess(*self.emulator_args)
+        self.service: Service | None = None
+        self.config: Config | None = None
+
+    def start(self) -> LocalStack:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        self.redis = RedisServer(self.home / "redis").start()
+        self.emulator.start()
+        self.config = Config(redis_url=self.redis.url, home=self.home, partitions=self.partitions,
+                             linger_ms=self.linger_ms)
+        self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
+        self.service.start()
+        return self
+
+    def stop(self) -> None:
+        try:
+            if self.service is not None:
+                self.service.stop()
+        finally:
+            self.emulator.stop()
+            if self.redis is not None:
+                self.redis.stop()
+            if not self.keep_home:
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> LocalStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
