@@ -38,7 +38,20 @@ PLANS = ["free", "starter", "professional", "enterprise", "addon"]
 
 
 def secret_key(config: Config) -> str:
-    return config.secret_key or load_or_create_key(config.home)
+    """The key that seals tokens: HUBSYNC_SECRET_KEY, or (embedded Redis only) one kept in HUBSYNC_HOME.
+
+    With a shared Redis every machine must use the same key, so a key of this machine's own
+    would seal tokens the service cannot open: refuse instead of guessing.
+    """
+    if config.secret_key:
+        return config.secret_key
+    if config.redis_url:
+        raise click.UsageError(
+            "HUBSYNC_REDIS_URL is set but HUBSYNC_SECRET_KEY is not: with a shared Redis, set the same "
+            "HUBSYNC_SECRET_KEY everywhere hubsync runs (create one with: python -c \"from cryptography.fernet "
+            "import Fernet; print(Fernet.generate_key().decode())\")"
+        )
+    return load_or_create_key(config.home)
 
 
 def open_redis(config: Config) -> aioredis.Redis:

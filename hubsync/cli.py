@@ -89,9 +89,13 @@ def up() -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end."""
-    click.echo("hubsync demo: coming with the actors; for now see `hubsync --help`.")
+@click.option("--contacts", default=8_000, show_default=True, help="How many CDP contacts the story has.")
+@click.option("--keep-running", is_flag=True, help="Leave everything up (with the Ray dashboard) until Ctrl-C.")
+def demo(contacts: int, keep_running: bool) -> None:
+    """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end, then stop."""
+    from hubsync.demo import run_demo
+
+    sys.exit(run_demo(contacts=contacts, keep_running=keep_running))
 
 
 def _register() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from crm.emulator import EmulatorAdmin
 from events.redis_server import RedisServer
+from events.secrets import load_or_create_key
 from hubsync.config import Config
 from hubsync.service import Service
 
@@ -84,7 +85,7 @@ class LocalStack:
         self.redis = RedisServer(self.home / "redis").start()
         self.emulator.start()
         self.config = Config(redis_url=self.redis.url, home=self.home, partitions=self.partitions,
-                             linger_ms=self.linger_ms)
+                             linger_ms=self.linger_ms, secret_key=load_or_create_key(self.home))
         self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
         self.service.start()
         return self
