@@ -70,10 +70,11 @@ def up() -> None:
     config = load_config()
     service = Service(config)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         info = service.start()
+        # After Ray started: its driver installs a SIGTERM handler of its own that exits at once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         where = service.dashboard_url or "the cluster's dashboard"
         click.echo(
             f"hubsync is up: {info['partitions']} partitions, {info['activations']} activations; "
