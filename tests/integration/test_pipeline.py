@@ -158,3 +158,46 @@ async def test_two_activations_on_one_token_share_it_fairly(hubsync: Hubsync) ->
     stats = hubsync.emulator.admin.stats()
     assert stats["max_calls_in_any_window"] <= 100
     assert stats["rate_limited"] == 0
+
+
+async def test_update_only_mode_updates_existing_contacts_and_creates_none(hubsync: Hubsync) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=hubsync.emulator.url, headers={"Authorization": "Bearer pat-upd"}) as http:
+        response = await http.post("/crm/v3/objects/contacts/batch/create", json={"inputs": [
+            {"properties": {"email": f"known{i}@example.com"}, "associations": []} for i in range(5)
+        ]})
+        assert response.status_code in (200, 201), response.text
+    await hubsync.publish([AudienceDefined(audience_id="upd", name="Updated Only")])
+    activation = await hubsync.create_activation("pat-upd", audiences=["upd"], mode="update_only")
+    await hubsync.publish([AudienceEntered(audience_id="upd", email=f"known{i}@example.com") for i in range(5)]
+                          + [AudienceEntered(audience_id="upd", email=f"stranger{i}@example.com") for i in range(3)])
+
+    def synced() -> bool:
+        c = hubsync.hubspot()
+        return all(c.get(f"known{i}@example.com", {}).get("raptor_updated_only") == "true" for i in range(5))
+
+    await hubsync.until(synced, timeout=30, what="the existing contacts updated")
+    status = await hubsync.actor("activation", activation).status.remote()
+    assert status["not_in_hubspot"] == 3
+    assert not any(email.startswith("stranger") for email in hubsync.hubspot())
+
+
+async def test_metrics_reach_the_ray_metrics_endpoint(hubsync: Hubsync) -> None:
+    import httpx
+    import ray
+
+    await hubsync.publish([AudienceDefined(audience_id="m", name="Measured")])
+    activation = await hubsync.create_activation("pat-metrics", audiences=["m"])
+    await hubsync.publish([AudienceEntered(audience_id="m", email=f"q{i}@example.com") for i in range(50)])
+    await hubsync.until(lambda: len(hubsync.hubspot()) >= 50, timeout=30)
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = ["ray_hubsync_events_in", "ray_hubsync_contacts_written", "ray_hubsync_hubspot_calls",
+              "ray_hubsync_pending_contacts", "ray_hubsync_calls_left_window", "ray_hubsync_sync_lag_seconds"]
+
+    def exported() -> list[str] | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        missing = [name for name in wanted if name not in text]
+        return None if missing or f'activation="{activation}"' not in text else wanted
+
+    await hubsync.until(exported, timeout=60, every=2, what=f"metrics {wanted} on port {port}")
