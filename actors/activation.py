@@ -85,6 +85,7 @@ class State(msgspec.Struct):
     archived: list[str] = []  # keys whose HubSpot property was archived after a CDP deletion
     counters: Counters = msgspec.field(default_factory=Counters)
     inbox_id: str = "0-0"
+    resynced_at: int = 0  # the resync_requested position last carried out
     coalescer: bytes = b""
 
 
@@ -324,14 +325,19 @@ class ActivationCore:
                     self.ensured.add(key)
         self.schema_ready = True
         self._work.set()
-        for key in sorted(live):
+        resync = spec.resync_at > self.state.resynced_at
+        for key in sorted(live - set(self.problems)):
             added_at = spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
             backfill = self.state.backfills.get(key)
-            if added_at is not None and (backfill is None or backfill.added_at < added_at or not backfill.loaded):
-                await self._backfill(key, added_at)
+            if added_at is not None and (resync or backfill is None or backfill.added_at < added_at or not backfill.loaded):
+                await self._backfill(key, max(added_at, spec.resync_at), force=resync)
+        if resync:
+            self.state.resynced_at = spec.resync_at
+            await self.checkpoint()
 
-    async def _backfill(self, key: str, added_at: int) -> None:
-        """Offer the current members/values from the projections on the backfill lane."""
+    async def _backfill(self, key: str, added_at: int, *, force: bool = False) -> None:
+        """Offer the current members/values from the projections on the backfill lane
+        (``force``: even values HubSpot is known to hold, for a resync)."""
         name = self._name(key)
         if name is None:
             return
@@ -341,7 +347,7 @@ class ActivationCore:
         if kind == "a":
             async for page in self._projections.members(cdp_id, self._partitions):
                 for member in page:
-                    self.coalescer.offer(member.email, name, "true", member.position, Lane.BACKFILL)
+                    self.coalescer.offer_many(member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force)
                 backfill.total += len(page)
                 self._work.set()
         else:
@@ -349,7 +355,7 @@ class ActivationCore:
             async for rows in self._projections.values(cdp_id, self._partitions):
                 for row in rows:
                     text = format_value(definition.value_type, row.value, options=definition.options)
-                    self.coalescer.offer(row.email, name, text, row.position, Lane.BACKFILL)
+                    self.coalescer.offer_many(row.email, ((name, text, row.position),), Lane.BACKFILL, force=force)
                 backfill.total += len(rows)
                 self._work.set()
         backfill.loaded = True

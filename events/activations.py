@@ -23,6 +23,7 @@ from events.model import (
     InvalidEvent,
     Mode,
     Plan,
+    ResyncRequested,
     decode_control_event,
 )
 from events.streams import EVENT_FIELD, Keys, append_control, position
@@ -50,6 +51,7 @@ class ActivationSpec(msgspec.Struct, kw_only=True):
     paused: bool = False
     pause_reason: str = ""
     created_at: int = 0  # position of activation_created
+    resync_at: int = 0  # position of the latest resync_requested
 
     def subscribes(self) -> set[str]:
         """Property keys this activation syncs: ``a:<audience>`` and ``t:<attribute>``."""
@@ -95,6 +97,8 @@ class Activations(msgspec.Struct):
                 spec.paused, spec.pause_reason = False, ""
             case ActivationDeleted():
                 del self.by_id[event.activation_id]
+            case ResyncRequested():
+                spec.resync_at = pos
 
     async def refresh(self, redis: aioredis.Redis, keys: Keys) -> int:
         """Fold what the control stream gained since the last refresh; returns how many entries."""

@@ -45,6 +45,7 @@ __all__ = [
     "InvalidEvent",
     "Mode",
     "Plan",
+    "ResyncRequested",
     "ValueType",
     "check_value",
     "decode_cdp_event",
@@ -205,6 +206,10 @@ class ActivationDeleted(ControlEvent, tag="activation_deleted"):
     pass
 
 
+class ResyncRequested(ControlEvent, tag="resync_requested"):
+    """Re-send every current value (repair after someone edited HubSpot by hand)."""
+
+
 ControlUnion = (
     ActivationCreated
     | AudienceAdded
@@ -214,6 +219,7 @@ ControlUnion = (
     | ActivationPaused
     | ActivationResumed
     | ActivationDeleted
+    | ResyncRequested
 )
 
 # --- codecs -----------------------------------------------------------------------------------

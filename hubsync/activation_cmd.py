@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from events.model import (
     AudienceAdded,
     AudienceRemoved,
     ControlEvent,
+    ResyncRequested,
 )
 from events.secrets import Sealer, load_or_create_key
 from hubsync.config import Config
@@ -96,9 +98,13 @@ def activation() -> None:
 @click.option("--attribute", "attributes", multiple=True, metavar="ID", help="A CDP attribute id to sync (repeatable).")
 @click.option("--update-only", is_flag=True, help="Only update contacts already in HubSpot; never create any.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--dry-run", is_flag=True, help="Show the properties and the backfill plan; change nothing.")
 def create(name: str, token_env: str, base_url: str, plan: str, api_version: str, audiences: tuple[str, ...],
-           attributes: tuple[str, ...], update_only: bool, as_json: bool) -> None:
+           attributes: tuple[str, ...], update_only: bool, as_json: bool, dry_run: bool) -> None:
     """Create an activation; prints its id. The token is read from the environment, never argv."""
+    if dry_run:
+        _dry_run(plan, audiences, attributes, as_json)
+        return
     token = os.environ.get(token_env, "").strip()
     if not token:
         raise click.UsageError(
@@ -134,6 +140,28 @@ def create(name: str, token_env: str, base_url: str, plan: str, api_version: str
                                "token_fingerprint": event.token_fingerprint}))
     else:
         click.echo(event.activation_id)
+
+
+def _dry_run(plan: str, audiences: tuple[str, ...], attributes: tuple[str, ...], as_json: bool) -> None:
+    from hubsync.operations import plan_activation
+
+    config = _config()
+    result = with_redis(config, lambda redis: plan_activation(
+        redis, config.keys, plan=plan, audiences=audiences, attributes=attributes))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    console = Console()
+    table = Table("property", "label", "type", "fieldType", "contacts to backfill",
+                  title="would create, in the group Raptor Smart Advisor CDP")
+    for p in result.properties:
+        table.add_row(p["name"], p["label"], p["type"], p["fieldType"], f"{result.contacts[p['key']]:,}")
+    console.print(table)
+    console.print(f"backfill: at most {result.calls:,} HubSpot calls, about {result.seconds_at_limits:,.0f}s at the "
+                  f"{plan} plan's limits, {result.share_of_daily_budget:.2%} of the daily budget")
+    for missing in result.unknown:
+        console.print(f"[yellow]note[/]: {missing} is not defined in the CDP yet; it syncs once defined")
+    console.print("dry run: nothing was created")
 
 
 def _simple(make: Callable[[ActivationSpec], ControlEvent], done: str) -> Callable[[str], None]:
@@ -205,6 +233,67 @@ def add_attribute(ref: str, attribute_id: str) -> None:
 def remove_attribute(ref: str, attribute_id: str) -> None:
     """Stop syncing a calculated attribute (its HubSpot property stays)."""
     _simple(lambda s: AttributeRemoved(activation_id=s.activation_id, attribute_id=attribute_id), "removed")(ref)
+
+
+@activation.command()
+@click.argument("ref")
+def resync(ref: str) -> None:
+    """Re-send every current value (repair after someone edited HubSpot by hand)."""
+    _simple(lambda s: ResyncRequested(activation_id=s.activation_id), "resync requested; `hubsync status` shows its progress")(ref)
+
+
+@activation.command()
+@click.argument("ref")
+@click.option("--fix", is_flag=True, help="If anything differs, request a resync.")
+@click.option("--rate", default=10, show_default=True, help="Calls per 10 s verify may use (the service keeps the rest).")
+@click.option("--json", "as_json", is_flag=True)
+def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
+    """Read the activation's values back from HubSpot and report drift from the CDP."""
+    from rich.progress import Progress
+
+    from hubsync.operations import expected_values
+    from hubsync.operations import verify as run_verify
+    from hubsync.status import read_status
+
+    config = _config()
+    key = secret_key(config)
+
+    async def work(redis: aioredis.Redis) -> dict[str, Any]:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        spec = state.find(ref)
+        status = await read_status(redis, config.keys, spec.activation_id)
+        if not status or not status.get("properties"):
+            raise CommandRejected("this activation has not synced anything yet: start `hubsync up` and wait for it")
+        catalog = Catalog()
+        await catalog.refresh(redis, config.keys)
+        expected = await expected_values(redis, config.keys, spec, catalog, status["properties"])
+        with Progress(transient=True, disable=as_json or not sys.stderr.isatty(), console=Console(stderr=True)) as bar:
+            task = bar.add_task("reading HubSpot", total=len(expected))
+            drift = await run_verify(spec, key, expected, calls_per_window=rate,
+                                     on_progress=lambda done, total: bar.update(task, completed=done))
+        fixed = False
+        if fix and drift.differing:
+            await state.execute(redis, config.keys, ResyncRequested(activation_id=spec.activation_id))
+            fixed = True
+        return {"activation_id": spec.activation_id, "checked": drift.checked, "differing": len(drift.differing),
+                "missing_in_hubspot": drift.missing_in_hubspot, "calls": drift.calls,
+                "examples": drift.differing[:20], "resync_requested": fixed}
+
+    report = with_redis(config, work)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"checked {report['checked']:,} contacts with {report['calls']} calls: {report['differing']:,} differ "
+                   f"({report['missing_in_hubspot']:,} missing in HubSpot)")
+        for example in report["examples"][:10]:
+            click.echo(f"  {example['email']}: HubSpot {example['hubspot']} / CDP {example['cdp']}")
+        if report["resync_requested"]:
+            click.echo("resync requested")
+        elif report["differing"]:
+            click.echo("run again with --fix to resync")
+    if report["differing"] and not report["resync_requested"]:
+        sys.exit(1)
 
 
 def describe(spec: ActivationSpec) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Iterator
 
 import click
 import redis.asyncio as aioredis
@@ -43,10 +45,37 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
 
     config = load_config()
 
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    try:
+        size = os.fstat(file.fileno()).st_size if file.seekable() else None
+    except (OSError, AttributeError):
+        size = None
+    progress = Progress(TextColumn("publishing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TextColumn("{task.fields[events]} events"), TimeRemainingColumn(),
+                        console=err, disable=not err.is_terminal or not size, transient=True)
+
+    def counted(task: object) -> Iterator[bytes]:
+        for line in file:
+            progress.advance(task, len(line))  # type: ignore[arg-type]
+            yield line
+
     async def run() -> int:
         client = aioredis.Redis.from_url(config.resolve_redis_url())
         try:
-            report = await publish_lines(client, config.keys, file, partitions=config.partitions, batch=batch)
+            with progress:
+                task = progress.add_task("publish", total=size, events=0)
+                report = await publish_lines(
+                    client, config.keys, counted(task), partitions=config.partitions, batch=batch,
+                    on_progress=lambda n: progress.update(task, events=n),
+                )
         finally:
             await client.aclose()
         for bad in report.bad[:50]:

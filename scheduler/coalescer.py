@@ -148,8 +148,15 @@ class Coalescer:
         email: str,
         changes: Iterable[tuple[str, str, int]],
         lane: Lane | str = Lane.REALTIME,
+        *,
+        force: bool = False,
     ) -> None:
-        """Offer several (property, value, position) changes of one contact."""
+        """Offer several (property, value, position) changes of one contact.
+
+        ``force`` re-sends values HubSpot is known to hold already (a resync after someone
+        edited HubSpot by hand): equal values and the known position itself are sent again;
+        anything older than what is known is still dropped.
+        """
         li = _lane_index(lane)
         entries: list[Entry] = []
         for prop, value, position in changes:
@@ -179,7 +186,7 @@ class Coalescer:
         pending = self._values(record) if record is not None else {}
         known_rec = self._known.get(key)
         known = self._values(known_rec) if known_rec is not None else {}
-        if self._merge(known, pending, entries):
+        if self._merge(known, pending, entries, force=force):
             self._known[key] = self._encode(known)
         self._place(key, where, pending, li, now)
 
@@ -586,7 +593,7 @@ class Coalescer:
     def _entries_in(entries: list[list[Any]]) -> list[Entry]:
         return [(p, pos, v) for p, pos, v in entries]
 
-    def _merge(self, known: _Values, pending: _Values, entries: Iterable[Entry]) -> bool:
+    def _merge(self, known: _Values, pending: _Values, entries: Iterable[Entry], *, force: bool = False) -> bool:
         """Fold `entries` into `pending` (in place); True if `known` changed."""
         known_changed = False
         for prop, pos, value in entries:
@@ -595,12 +602,12 @@ class Coalescer:
                 self._coalesced += 1  # older than (or the same as) what is pending
                 continue
             have = known.get(prop)
-            if have is not None and have[0] >= pos:
+            if have is not None and (have[0] > pos or (have[0] == pos and not force)):
                 self._coalesced += 1  # older than what HubSpot is known to hold
                 continue
             if held is not None:
                 self._coalesced += 1  # the pending value is superseded
-            if have is not None and have[1] == value:
+            if have is not None and have[1] == value and not force:
                 # HubSpot already holds it: nothing to write, but remember the position so a
                 # late older change cannot bring the other value back.
                 known[prop] = (pos, value)

@@ -47,6 +47,16 @@ class Hubsync:
         p = await ensure_partitions(self.redis, self.keys, self.settings.partitions)
         return await Publisher(self.redis, self.keys, p).publish(events)
 
+    async def members_projected(self, audience_id: str, count: int, timeout: float = 60.0) -> None:
+        """Wait until the routers have projected ``count`` members of the audience."""
+        from events.projections import Projections
+
+        projections = Projections(self.redis, self.keys)
+        deadline = time.monotonic() + timeout
+        while await projections.count_members(audience_id, self.settings.partitions) != count:
+            assert time.monotonic() < deadline, f"the routers did not project {count} members of {audience_id}"
+            await asyncio.sleep(0.1)
+
     async def control(self, event: ControlEvent) -> None:
         await Activations().execute(self.redis, self.keys, event)
 

@@ -89,20 +89,7 @@ async def test_deleting_an_audience_archives_its_property(hubsync: Hubsync) -> N
 
 async def _members(hubsync: Hubsync, audience: str, n: int, prefix: str = "m") -> None:
     await hubsync.publish([AudienceEntered(audience_id=audience, email=f"{prefix}{i}@example.com") for i in range(n)])
-    from events.projections import Projections
-
-    projections = Projections(hubsync.redis, hubsync.keys)
-
-    async def counted() -> bool:
-        return await projections.count_members(audience, hubsync.settings.partitions) == n
-
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + 60
-    while not await counted():
-        assert time.monotonic() < deadline, "the routers did not project the members"
-        await asyncio.sleep(0.2)
+    await hubsync.members_projected(audience, n)
 
 
 async def test_a_backfill_of_20000_contacts_runs_at_the_plans_rate_and_never_exceeds_it(hubsync: Hubsync) -> None:

@@ -247,3 +247,17 @@ def test_final_values_are_last_by_position(changes, positions, ops, near) -> Non
     for key, (p, value) in last.items():
         assert hubspot.get(key) == value, key
         assert c.known_value(*key) == (value, p)
+
+
+def test_a_forced_offer_resends_what_hubspot_is_known_to_hold_but_never_an_older_value() -> None:
+    c = Coalescer(FakeClock(0.0))
+    c.offer("ada@example.com", "raptor_vip", "true", 10)
+    batch = c.drain(100)
+    assert batch is not None
+    c.acknowledge(batch)
+    c.offer("ada@example.com", "raptor_vip", "true", 10)
+    assert c.pending() == 0  # known: nothing to send
+    c.offer_many("ada@example.com", [("raptor_vip", "true", 10)], force=True)
+    assert c.pending_values("ada@example.com") == {"raptor_vip": ("true", 10)}
+    c.offer_many("ada@example.com", [("raptor_vip", "false", 9)], force=True)
+    assert c.pending_values("ada@example.com") == {"raptor_vip": ("true", 10)}
