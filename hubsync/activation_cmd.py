@@ -18,6 +18,7 @@ from rich.table import Table
 from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec, CommandRejected
 from events.catalog import Catalog
+from events.connection import connect
 from events.model import (
     ActivationCreated,
     ActivationDeleted,
@@ -57,7 +58,7 @@ def secret_key(config: Config) -> str:
 
 
 def open_redis(config: Config) -> aioredis.Redis:
-    return aioredis.Redis.from_url(config.resolve_redis_url())
+    return connect(config.resolve_redis_url())
 
 
 def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:

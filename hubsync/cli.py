@@ -8,9 +8,9 @@ import sys
 from collections.abc import Iterator
 
 import click
-import redis.asyncio as aioredis
 from rich.console import Console
 
+from events.connection import connect
 from hubsync.config import Config, ConfigError
 
 err = Console(stderr=True)
@@ -68,7 +68,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
             yield line
 
     async def run() -> int:
-        client = aioredis.Redis.from_url(config.resolve_redis_url())
+        client = connect(config.resolve_redis_url())
         try:
             with progress:
                 task = progress.add_task("publish", total=size, events=0)

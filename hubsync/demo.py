@@ -23,6 +23,7 @@ from rich.table import Table
 
 from crm.tokens import token_fingerprint
 from events.activations import Activations
+from events.connection import connect
 from events.model import (
     ActivationCreated,
     AttributeChanged,
@@ -135,7 +136,7 @@ def _forever() -> None:
 async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
     config = stack.config
     assert config is not None
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = connect(config.redis_url)
     admin = stack.emulator.admin
     publisher = Publisher(redis, config.keys, config.partitions)
     try:

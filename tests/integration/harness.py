@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import ray
-import redis.asyncio as aioredis
 
 from actors.remote import supervisor_actor
 from actors.shells import Settings
 from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.activations import Activations
+from events.connection import connect
 from events.model import ActivationCreated, CdpEvent, ControlEvent
 from events.secrets import Sealer
 from events.streams import Keys, Publisher, ensure_partitions
@@ -28,7 +28,7 @@ class Hubsync:
         self.settings = Settings(redis_url, self.namespace, partitions, linger_ms)
         self.keys = Keys(self.namespace)
         self.emulator = emulator
-        self.redis = aioredis.Redis.from_url(redis_url)
+        self.redis = connect(redis_url)
         self.sealer = Sealer(secret_key)
         self.supervisor: Any = None
 
