@@ -20,6 +20,7 @@ from actors.governor import GovernorCore, Outcome
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
+from events.connection import connect
 from events.streams import Keys
 
 __all__ = ["ActivationActor", "RateGovernor", "RouterActor", "Settings", "SupervisorActor"]
@@ -41,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True):
 
 
 def _redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    return connect(settings.redis_url)
 
 
 def _metrics() -> Any:

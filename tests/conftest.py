@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from events.redis_server import RedisServer
+from events.connection import connect
+from events.redis_server import RedisClusterServers, RedisServer
 from events.streams import Keys
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -27,14 +28,27 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster on loopback ports, for the tests that must pass on both."""
+    external = os.environ.get("HUBSYNC_TEST_REDIS_CLUSTER_URL")
+    if external:
+        yield external
+        return
+    with RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster.url
+
+
 @pytest.fixture
 def keys() -> Keys:
     """A namespace of its own per test: tests never see, or flush, each other's keys."""
     return Keys(namespace=f"t{uuid.uuid4().hex[:10]}")
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    """The log's backends: one Redis, and a Redis Cluster (every contract test runs on both)."""
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+    client = connect(url)
     yield client
     await client.aclose()
