@@ -48,16 +48,25 @@ def supervisor_actor(settings: Settings) -> Any:
     return _remote(SupervisorActor).options(**opts).remote(settings)
 
 
+def _placed(settings: Settings, name: str) -> dict[str, Any]:
+    """Options for the actors that do the work: spread, and off the head node when the cluster
+    marks its worker nodes with ``actor_resource`` (a tiny share of it per actor)."""
+    opts = options(name, settings.namespace)
+    if settings.actor_resource:
+        opts["resources"] = {settings.actor_resource: 0.001}
+    return opts
+
+
 def router_actor(settings: Settings, partition: int) -> Any:
-    opts = options(actor_name("router", partition), settings.namespace)
+    opts = _placed(settings, actor_name("router", partition))
     return _remote(RouterActor).options(**opts).remote(settings, partition)
 
 
 def activation_actor(settings: Settings, activation_id: str) -> Any:
-    opts = options(actor_name("activation", activation_id), settings.namespace)
+    opts = _placed(settings, actor_name("activation", activation_id))
     return _remote(ActivationActor).options(**opts).remote(settings, activation_id)
 
 
 def governor_actor(settings: Settings, fingerprint: str) -> Any:
-    opts = options(actor_name("governor", fingerprint), settings.namespace)
+    opts = _placed(settings, actor_name("governor", fingerprint))
     return _remote(RateGovernor).options(**opts).remote(settings, fingerprint)

@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True):
     namespace: str = "hubsync"
     partitions: int = 4
     linger_ms: int = 250
+    actor_resource: str | None = None  # a custom resource only worker nodes offer: keeps actors off the head
 
     @property
     def keys(self) -> Keys:
@@ -107,7 +108,15 @@ class _RayPlacement:
         ray.kill(handle, no_restart=True)
 
 
-class SupervisorActor:
+class _Located:
+    async def where(self) -> dict[str, Any]:
+        """This actor's process and node (for operators and tests)."""
+        import os
+
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+class SupervisorActor(_Located):
     def __init__(self, settings: Settings) -> None:
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
@@ -141,7 +150,7 @@ class SupervisorActor:
                 await self._placement.stop(kind, ident)
 
 
-class RouterActor:
+class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self._handles = _Handles(settings)
@@ -205,7 +214,7 @@ class _GovernorPort:
         return await self._h.archive.remote(activation_id, name)  # type: ignore[no-any-return]
 
 
-class ActivationActor:
+class ActivationActor(_Located):
     def __init__(self, settings: Settings, activation_id: str) -> None:
         logging.basicConfig(level=logging.INFO)
         self._handles = _Handles(settings)
@@ -258,7 +267,7 @@ class ActivationActor:
         await self.core.stop()
 
 
-class RateGovernor:
+class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
         self.core = GovernorCore(_redis(settings), settings.keys, fingerprint)

@@ -9,6 +9,9 @@ Environment variables::
     HUBSYNC_SECRET_KEY    key that encrypts access tokens at rest (Fernet, urlsafe base64);
                           unset: one is created in HUBSYNC_HOME/secret.key (mode 0600)
     HUBSYNC_LINGER_MS     how long a change may wait for its batch to fill; default 250
+    HUBSYNC_ACTOR_RESOURCE  a custom resource only worker nodes offer (cluster.yaml: hubsync_worker);
+                          routers, activations and governors require a sliver of it, so they stay
+                          off the head node; unset: they go anywhere (one machine)
     RAY_ADDRESS           a Ray cluster to join; unset: a local Ray on 127.0.0.1
 """
 
@@ -37,6 +40,7 @@ class Config:
     secret_key: str | None = None
     linger_ms: int = 250
     ray_address: str | None = None
+    actor_resource: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -53,6 +57,7 @@ class Config:
             secret_key=env.get("HUBSYNC_SECRET_KEY") or None,
             linger_ms=_positive_int(env, "HUBSYNC_LINGER_MS", 250),
             ray_address=env.get("RAY_ADDRESS") or None,
+            actor_resource=env.get("HUBSYNC_ACTOR_RESOURCE") or None,
         )
 
     @property

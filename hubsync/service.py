@@ -59,7 +59,8 @@ class Service:
             self._started_ray = True
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
-        self.settings = Settings(redis_url, self.config.namespace, self.config.partitions, self.config.linger_ms)
+        self.settings = Settings(redis_url, self.config.namespace, self.config.partitions, self.config.linger_ms,
+                                 actor_resource=self.config.actor_resource)
         self.supervisor = supervisor_actor(self.settings)
         return ray.get(self.supervisor.ready.remote(), timeout=120)  # type: ignore[no-any-return]
 

@@ -23,9 +23,10 @@ from events.streams import Keys, Publisher, ensure_partitions
 
 
 class Hubsync:
-    def __init__(self, redis_url: str, emulator: EmulatorServer, secret_key: str, *, partitions: int = 2, linger_ms: int = 100) -> None:
+    def __init__(self, redis_url: str, emulator: EmulatorServer, secret_key: str, *, partitions: int = 2,
+                 linger_ms: int = 100, actor_resource: str | None = None) -> None:
         self.namespace = f"t{uuid.uuid4().hex[:10]}"
-        self.settings = Settings(redis_url, self.namespace, partitions, linger_ms)
+        self.settings = Settings(redis_url, self.namespace, partitions, linger_ms, actor_resource=actor_resource)
         self.keys = Keys(self.namespace)
         self.emulator = emulator
         self.redis = connect(redis_url)
