@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
 import os
 import time
@@ -65,6 +66,8 @@ WINDOW_MARGIN = 0.25
 MAX_ATTEMPTS = 8
 REALTIME_RESERVE = 0.1  # share of the window backfills leave free while realtime traffic flows
 REALTIME_MEMORY = 60.0  # seconds after the last realtime call that the reserve still applies
+PROBE_TIMEOUT = 5.0  # a probing call not answered by then (its caller died): let another go
+HTTP_TIMEOUT = 30.0  # seconds HubSpot may take to answer one call before it counts as a timeout
 
 _caller: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("caller")
 
@@ -97,6 +100,7 @@ class GovernorCore:
         clock: SystemClock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         http: httpx.AsyncClient | None = None,
+        http_timeout: float = HTTP_TIMEOUT,
     ) -> None:
         self.fingerprint = fingerprint
         self._redis = redis
@@ -104,7 +108,8 @@ class GovernorCore:
         self._clock = clock or SystemClock()
         self._sleep = sleep
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_connections=32)
+            timeout=httpx.Timeout(http_timeout, connect=min(5.0, http_timeout)),
+            limits=httpx.Limits(max_connections=32),
         )
         self._secret_key = secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
         self._activations = Activations()
@@ -114,6 +119,13 @@ class GovernorCore:
         self._queue = FairQueue()
         self._wake = asyncio.Event()
         self._held: dict[str, deque[float]] = {}
+        # When HubSpot last refused a call (429): a permit granted before it is void, so neither
+        # a retry nor a batch formed on an old permit lands in the window that refused it.
+        self._refused_at = float("-inf")
+        # A (re)started governor knows nothing of the calls made in the last window: one call
+        # goes alone until HubSpot's headers say what is left, then the budget takes over.
+        self._warm = False
+        self._probe_at = float("-inf")  # when the probing call was granted
         self.rejected: str | None = None  # why HubSpot refused the token, until a resume
         self.problem: str | None = None  # why the governor cannot work (configuration)
         self.calls: Counter[str] = Counter()
@@ -176,6 +188,9 @@ class GovernorCore:
                 await self._wake.wait()
                 continue
             now = self._clock.now()
+            if not self._warm and now - self._probe_at < PROBE_TIMEOUT:
+                await self._sleep(0.02)
+                continue
             wait = self._backfill_wait(now)
             if wait > 0:
                 await self._sleep(min(wait, 1.0))
@@ -190,6 +205,8 @@ class GovernorCore:
             if future.done():  # its caller went away: give the slot back
                 self.budget.release(now, now)
                 continue
+            if not self._warm:
+                self._probe_at = now
             future.set_result(now)
 
     def _backfill_wait(self, now: float) -> float:
@@ -227,12 +244,12 @@ class GovernorCore:
         held = self._held.get(activation_id)
         if held:
             self.budget.release(held.pop(), self._clock.now())
+            self._probe_at = float("-inf")
 
     async def _before_request(self) -> None:
         activation_id, lane = _caller.get(("", Lane.REALTIME.value))
         held = self._held.get(activation_id)
-        if held:
-            held.popleft()
+        if held and held.popleft() > self._refused_at:
             return
         await self.permit(activation_id, lane)
 
@@ -240,7 +257,9 @@ class GovernorCore:
         activation_id, _ = _caller.get(("", ""))
         self.calls[str(status)] += 1
         self._metric_call(activation_id, status)
+        self._probe_at = float("-inf")
         if info.known:
+            self._warm = True
             self.budget.observe(
                 now=self._clock.now(),
                 max=info.max,
@@ -280,7 +299,8 @@ class GovernorCore:
                     return await op(self._client)
                 except RateLimitedError as exc:
                     self.rate_limited += 1
-                    self.budget.refused(self._clock.now(), exc.policy, exc.retry_after)
+                    self._refused_at = self._clock.now()
+                    self.budget.refused(self._refused_at, exc.policy, exc.retry_after)
                     log.warning("429 %s from HubSpot for token %s; waiting it out", exc.policy, self.fingerprint)
                     attempt += 1
                     if attempt >= MAX_ATTEMPTS * 4:
@@ -382,6 +402,7 @@ class GovernorCore:
             "daily_left": daily.remaining(now) if daily else None,
             "daily_resets_at": daily.resets_at(now) if daily else None,
             "blocked_until": window.blocked_until,
+            "waiting_for": self._waiting_for(now),
             "waiting": len(self._queue),
             "calls": dict(self.calls),
             "rate_limited": self.rate_limited,
@@ -389,6 +410,17 @@ class GovernorCore:
             "problem": self.problem,
             "updated_at": time.time(),
         }
+
+    def _waiting_for(self, now: float) -> str | None:
+        """Why calls are held back beyond the usual pacing, in words (None: they are not)."""
+        daily = self.budget.daily
+        if daily is not None and daily.wait_time(now) > 0:
+            until = dt.datetime.fromtimestamp(now + daily.wait_time(now), dt.UTC)
+            return f"waiting for HubSpot's daily limit to reset at {until.isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+        blocked = self.budget.window.blocked_until
+        if blocked is not None and blocked > now:
+            return f"HubSpot refused a call (429): waiting {blocked - now:.0f} s for its 10-second window to pass"
+        return None
 
     async def publish_status(self) -> None:
         await self._redis.set(self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120)

@@ -88,6 +88,8 @@ class RouterCore:
             if not entries:
                 return 0
             self._pending = await self._prepare(entries)
+        else:
+            await self._refresh_routes()  # a retry: an activation may have been deleted meanwhile
         step = self._pending
         await self._deliver(step, deliver)  # raises if an activation could not take its changes
         pipe = self._redis.pipeline(transaction=False)

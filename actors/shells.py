@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True):
     partitions: int = 4
     linger_ms: int = 250
     actor_resource: str | None = None  # a custom resource only worker nodes offer: keeps actors off the head
+    http_timeout_s: float = 30.0  # how long one HubSpot call may take before it counts as a timeout
 
     @property
     def keys(self) -> Keys:
@@ -270,7 +271,7 @@ class ActivationActor(_Located):
 class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.core = GovernorCore(_redis(settings), settings.keys, fingerprint)
+        self.core = GovernorCore(_redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s)
         self.core.start()
         self._tag = {"token": fingerprint}
         self._task = asyncio.get_running_loop().create_task(self._housekeeping())

@@ -45,7 +45,8 @@ class SupervisorCore:
         self.partitions = 0
         self.activations = Activations()
         self.catalog = Catalog()
-        self._dropped: set[str] = set()
+        self._dropped_audiences: set[str] = set()
+        self._dropped_attributes: set[str] = set()
         self.failures = 0
 
     async def reconcile(self) -> None:
@@ -70,12 +71,12 @@ class SupervisorCore:
             await self._placement.stop("governor", fingerprint)
 
         projections = Projections(self._redis, self._keys)
-        for audience_id in self.catalog.deleted_audiences - self._dropped:
+        for audience_id in self.catalog.deleted_audiences - self._dropped_audiences:
             await projections.drop_audience(audience_id, self.partitions)
-            self._dropped.add(audience_id)
-        for attribute_id in {f"t:{a}" for a in self.catalog.deleted_attributes} - self._dropped:
-            await projections.drop_attribute(attribute_id[2:], self.partitions)
-            self._dropped.add(attribute_id)
+            self._dropped_audiences.add(audience_id)
+        for attribute_id in self.catalog.deleted_attributes - self._dropped_attributes:
+            await projections.drop_attribute(attribute_id, self.partitions)
+            self._dropped_attributes.add(attribute_id)
 
     async def _forget_activation(self, activation_id: str) -> None:
         k = self._keys

@@ -73,7 +73,7 @@ def render(records: list[dict[str, Any]]) -> Table:
             f"{t.get('window_left', '?')}/{t.get('daily_left', '?')}",
             "-" if lag is None else f"{lag:.1f}s",
             progress,
-            r["pause_reason"] or s.get("last_error") or "",
+            r["pause_reason"] or t.get("waiting_for") or t.get("rejected") or t.get("problem") or s.get("last_error") or "",
         )
     return table
 

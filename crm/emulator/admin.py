@@ -29,6 +29,10 @@ class EmulatorAdmin:
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "stats")
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Every API request the emulator saw (newest 100,000): at, token (fingerprint), operation, status."""
+        return self._call("GET", "requests")["results"]
+
     def contacts(self, *, with_timestamps: bool = False) -> list[dict[str, Any]]:
         params = {"with_timestamps": "1"} if with_timestamps else {}
         return self._call("GET", "contacts", **params)["results"]

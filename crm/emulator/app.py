@@ -124,6 +124,9 @@ def create_app(state: HubSpotState) -> Starlette:
     async def admin_stats(request: Request) -> Response:
         return _json(state.stats())
 
+    async def admin_requests(request: Request) -> Response:
+        return _json({"results": state.requests_seen()})
+
     async def admin_reset(request: Request) -> Response:
         state.reset()
         return _json({"reset": True})
@@ -171,6 +174,7 @@ def create_app(state: HubSpotState) -> Starlette:
         Route("/_emulator/properties", admin_properties, methods=["GET"]),
         Route("/_emulator/properties/{name}/restore", admin_restore, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
+        Route("/_emulator/requests", admin_requests, methods=["GET"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
         Route("/_emulator/faults", admin_faults, methods=["POST"]),
         Route("/_emulator/tokens", admin_tokens, methods=["POST"]),

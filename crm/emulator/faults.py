@@ -1,4 +1,6 @@
-"""Faults on demand: 5xx answers, 423 Locked, added latency, hangs and dropped connections.
+"""Faults on demand: 5xx answers, 423 Locked, added latency, hangs, dropped connections, and
+inputs HubSpot refuses (`reject_emails`: a batch write refuses those emails as invalid, like a
+HubSpot that validates emails more strictly than hubsync does).
 
 Decisions come from a seeded `random.Random`, so a test that sets a seed sees the same faults
 on every run. `next_n` forces the next N API requests to one outcome, ahead of the rates.
@@ -30,6 +32,8 @@ class FaultSettings(msgspec.Struct, kw_only=True):
     seed: int | None = None
     next_n: dict[str, Any] | None = None
     """{"count": N, "status": 503 | 423 | 429 | "drop" | "hang"}"""
+    reject_emails: list[str] = []
+    """Batch writes refuse inputs with these (lower-cased) emails: INVALID_EMAIL."""
 
 
 class FaultAction(msgspec.Struct, frozen=True):
@@ -56,7 +60,12 @@ class FaultInjector:
             if outcome not in ("drop", "hang"):
                 outcome = int(outcome)
             self._forced.extend([outcome] * count)
-        self.settings = msgspec.structs.replace(settings, next_n=None)
+        self.settings = msgspec.structs.replace(
+            settings, next_n=None, reject_emails=[e.lower() for e in settings.reject_emails]
+        )
+
+    def rejects(self, email: str) -> bool:
+        return email.lower() in self.settings.reject_emails
 
     def clear(self, seed: int = 0) -> None:
         self.settings = FaultSettings()

@@ -16,7 +16,7 @@ import functools
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -67,6 +67,7 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EPOCH_MS_RE = re.compile(r"^-?\d+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MAX_STRING = 65_536
+REQUEST_LOG_SIZE = 100_000
 
 
 class EmulatorConfig(msgspec.Struct, kw_only=True):
@@ -241,6 +242,8 @@ class HubSpotState:
         self.rate_limited: Counter[str] = Counter()
         self.inputs_written = 0
         self.faults_injected: Counter[str] = Counter()
+        self.request_log: deque[tuple[float, str, str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
+        """(arrival time, token fingerprint or "-", operation, status or fault kind), oldest first."""
 
     def register_token(self, token: str, scopes: Iterable[str] = ALL_SCOPES) -> str:
         self.tokens[token] = frozenset(scopes)
@@ -323,15 +326,20 @@ class HubSpotState:
         response.headers["X-HubSpot-Correlation-Id"] = correlation_id
         if isinstance(response.body, dict) and response.body.get("status") == "error":
             response.body.setdefault("correlationId", correlation_id)
-        if response.fault is None:
-            self.by_status[str(response.status)] += 1
+        if response.fault is None or response.fault.kind == "status":
+            outcome = str(response.status)
         else:
-            self.by_status[
-                response.fault.kind
-                if response.fault.kind != "status"
-                else str(response.fault.status)
-            ] += 1
+            outcome = response.fault.kind
+        self.by_status[outcome] += 1
+        token = self._bearer(request.authorization)
+        self.request_log.append(
+            (self.clock(), token_fingerprint(token) if token else "-", request.operation, outcome)
+        )
         return response
+
+    def requests_seen(self) -> list[dict[str, Any]]:
+        """The request log (newest REQUEST_LOG_SIZE), for tests that check timing."""
+        return [{"at": t, "token": fp, "operation": op, "status": s} for t, fp, op, s in self.request_log]
 
     def _pipeline(self, request: ApiRequest, correlation_id: str) -> ApiResponse:
         spec = OPERATIONS.get(request.operation)
@@ -387,6 +395,13 @@ class HubSpotState:
         if fault is not None:
             self.faults_injected[fault.kind if fault.kind != "status" else str(fault.status)] += 1
             body = None
+            if fault.status == 429:  # a forced refusal looks like HubSpot's burst-limit 429
+                self.rate_limited["TEN_SECONDLY_ROLLING"] += 1
+                forced = self._rate_limited(
+                    "TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.", None
+                )
+                forced.headers.update(headers)
+                return msgspec.structs.replace(forced, fault=fault, latency=latency)
             if fault.kind == "status":
                 body = (
                     _error("LOCKED", "Records are locked by a concurrent request; retry later.")
@@ -767,7 +782,7 @@ class HubSpotState:
             if trace:
                 context["objectWriteTraceId"] = [str(trace)]
             values, problems = self._check_values(item.get("properties", {}))
-            if id_property == "email" and not _EMAIL_RE.fullmatch(key):
+            if id_property == "email" and (not _EMAIL_RE.fullmatch(key) or self.faults.rejects(key)):
                 problems.insert(
                     0,
                     {
