@@ -38,6 +38,7 @@ __all__ = ["activation", "open_redis", "secret_key"]
 
 T = TypeVar("T")
 PLANS = ["free", "starter", "professional", "enterprise", "addon"]
+WAIT = click.option("--wait", is_flag=True, help="Follow the backfill with progress bars until it is done.")
 
 
 def secret_key(config: Config) -> str:
@@ -100,8 +101,9 @@ def activation() -> None:
 @click.option("--update-only", is_flag=True, help="Only update contacts already in HubSpot; never create any.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--dry-run", is_flag=True, help="Show the properties and the backfill plan; change nothing.")
+@WAIT
 def create(name: str, token_env: str, base_url: str, plan: str, api_version: str, audiences: tuple[str, ...],
-           attributes: tuple[str, ...], update_only: bool, as_json: bool, dry_run: bool) -> None:
+           attributes: tuple[str, ...], update_only: bool, as_json: bool, dry_run: bool, wait: bool) -> None:
     """Create an activation; prints its id. The token is read from the environment, never argv."""
     if dry_run:
         _dry_run(plan, audiences, attributes, as_json)
@@ -141,6 +143,8 @@ def create(name: str, token_env: str, base_url: str, plan: str, api_version: str
                                "token_fingerprint": event.token_fingerprint}))
     else:
         click.echo(event.activation_id)
+    if wait:
+        follow(config, event.activation_id)
 
 
 def _dry_run(plan: str, audiences: tuple[str, ...], attributes: tuple[str, ...], as_json: bool) -> None:
@@ -165,20 +169,66 @@ def _dry_run(plan: str, audiences: tuple[str, ...], attributes: tuple[str, ...],
     console.print("dry run: nothing was created")
 
 
-def _simple(make: Callable[[ActivationSpec], ControlEvent], done: str) -> Callable[[str], None]:
+def _simple(make: Callable[[ActivationSpec], ControlEvent], done: str, *, wait: bool = False) -> Callable[[str], None]:
     def run(ref: str) -> None:
         config = _config()
 
-        async def work(redis: aioredis.Redis) -> list[ControlEvent]:
+        async def work(redis: aioredis.Redis) -> tuple[str, list[ControlEvent]]:
             state = Activations()
             await state.refresh(redis, config.keys)
             spec = state.find(ref)
-            return await state.execute(redis, config.keys, make(spec))
+            return spec.activation_id, await state.execute(redis, config.keys, make(spec))
 
-        appended = with_redis(config, work)
+        activation_id, appended = with_redis(config, work)
         click.echo(done if appended else "nothing to change")
+        if wait and appended:
+            follow(config, activation_id)
 
     return run
+
+
+def follow(config: Config, activation_id: str, *, timeout: float | None = None) -> None:
+    """Wait until the activation has nothing pending, with a progress bar per backfill (rate, ETA)
+    on a terminal, quietly otherwise."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from hubsync.status import read_status
+
+    console = Console(stderr=True)
+
+    async def watch(redis: aioredis.Redis) -> None:
+        started = time.monotonic()
+        tasks: dict[str, Any] = {}
+        seen_after = time.time()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                      disable=not console.is_terminal) as bars:
+            while timeout is None or time.monotonic() - started < timeout:
+                status = await read_status(redis, config.keys, activation_id) or {}
+                fresh = status.get("updated_at", 0) > seen_after + 1  # published after our command
+                for key, b in (status.get("backfills") or {}).items():
+                    if key not in tasks:
+                        tasks[key] = bars.add_task(f"backfill {key}", total=b["total"] or None, rate="")
+                    elapsed = b.get("elapsed_s") or 0
+                    rate = f"{b['done'] / elapsed:,.0f} contacts/s" if elapsed > 1 else ""
+                    bars.update(tasks[key], completed=b["done"], total=b["total"] or None, rate=rate)
+                if fresh and status.get("pending") == 0 and all(
+                        not b.get("loading") and b["done"] >= b["total"] for b in (status.get("backfills") or {}).values()):
+                    return
+                await asyncio.sleep(0.5)
+            raise CommandRejected(f"still running after {timeout:.0f}s; `hubsync status` shows progress")
+
+    with_redis(config, watch)
+    click.echo("in step: nothing pending")
 
 
 @activation.command()
@@ -207,9 +257,11 @@ def delete(ref: str) -> None:
 @activation.command("add-audience")
 @click.argument("ref")
 @click.argument("audience_id")
-def add_audience(ref: str, audience_id: str) -> None:
+@WAIT
+def add_audience(ref: str, audience_id: str, wait: bool) -> None:
     """Sync one more audience; its current members are backfilled."""
-    _simple(lambda s: AudienceAdded(activation_id=s.activation_id, audience_id=audience_id), "added; backfill starts")(ref)
+    _simple(lambda s: AudienceAdded(activation_id=s.activation_id, audience_id=audience_id), "added; backfill starts",
+            wait=wait)(ref)
 
 
 @activation.command("remove-audience")
@@ -223,9 +275,11 @@ def remove_audience(ref: str, audience_id: str) -> None:
 @activation.command("add-attribute")
 @click.argument("ref")
 @click.argument("attribute_id")
-def add_attribute(ref: str, attribute_id: str) -> None:
+@WAIT
+def add_attribute(ref: str, attribute_id: str, wait: bool) -> None:
     """Sync one more calculated attribute; current values are backfilled."""
-    _simple(lambda s: AttributeAdded(activation_id=s.activation_id, attribute_id=attribute_id), "added; backfill starts")(ref)
+    _simple(lambda s: AttributeAdded(activation_id=s.activation_id, attribute_id=attribute_id), "added; backfill starts",
+            wait=wait)(ref)
 
 
 @activation.command("remove-attribute")
@@ -238,9 +292,11 @@ def remove_attribute(ref: str, attribute_id: str) -> None:
 
 @activation.command()
 @click.argument("ref")
-def resync(ref: str) -> None:
+@WAIT
+def resync(ref: str, wait: bool) -> None:
     """Re-send every current value (repair after someone edited HubSpot by hand)."""
-    _simple(lambda s: ResyncRequested(activation_id=s.activation_id), "resync requested; `hubsync status` shows its progress")(ref)
+    _simple(lambda s: ResyncRequested(activation_id=s.activation_id), "resync requested; `hubsync status` shows its progress",
+            wait=wait)(ref)
 
 
 @activation.command()

@@ -64,3 +64,16 @@ async def test_dry_run_verify_and_resync_repair_a_hand_edited_hubspot(hubsync: H
                         timeout=30, what="the resync to repair HubSpot")
     code, out = await cli(hubsync, "activation", "verify", activation, "--json")
     assert json.loads(out)["differing"] == 0, out
+
+
+async def test_resync_wait_follows_the_backfill_until_hubspot_is_in_step(hubsync: Hubsync) -> None:
+    await hubsync.publish([AudienceDefined(audience_id="w", name="Waited")])
+    await hubsync.publish([AudienceEntered(audience_id="w", email=f"w{i}@example.com") for i in range(300)])
+    await hubsync.members_projected("w", 300)
+    activation = await hubsync.create_activation("pat-wait", audiences=["w"])
+    await hubsync.until(lambda: len(hubsync.hubspot()) == 300, timeout=30)
+    before = hubsync.emulator.admin.stats()["inputs_written"]
+    code, out = await cli(hubsync, "activation", "resync", activation, "--wait")
+    assert code == 0, out
+    assert "in step: nothing pending" in out
+    assert hubsync.emulator.admin.stats()["inputs_written"] - before == 300  # every value re-sent once
