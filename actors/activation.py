@@ -34,7 +34,7 @@ from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
 from events.snapshots import SnapshotStore
-from events.streams import SEQ_BITS, DeadLetter, DeadLetters, Keys, ensure_partitions
+from events.streams import SEQ_BITS, DeadLetter, DeadLetters, Keys, ensure_partitions, read_after
 from scheduler import Batch, Coalescer, FlushPolicy, Lane, SystemClock
 
 __all__ = ["ActivationCore", "GovernorPort"]
@@ -186,11 +186,10 @@ class ActivationCore:
                 self.coalescer = Coalescer.from_snapshot(self.state.coalescer, self._clock, self._policy)
         replayed = 0
         inbox = self._keys.inbox(self.activation_id)
-        while rows := await self._redis.xrange(inbox, min=f"({self.state.inbox_id}", count=500):
-            for raw_id, fields in rows:
-                self._offer(decode_changes(fields[b"c"]), Lane.REALTIME)
-                self.state.inbox_id = raw_id.decode()
-                replayed += 1
+        async for entry_id, payload in read_after(self._redis, inbox, self.state.inbox_id, field=b"c"):
+            self._offer(decode_changes(payload or b"\x90"), Lane.REALTIME)
+            self.state.inbox_id = entry_id
+            replayed += 1
         self._partitions = await ensure_partitions(self._redis, self._keys)
         await self.refresh()
         log.info("activation %s recovered: %d inbox entries replayed, %d contacts pending",

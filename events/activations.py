@@ -26,7 +26,7 @@ from events.model import (
     ResyncRequested,
     decode_control_event,
 )
-from events.streams import EVENT_FIELD, Keys, append_control, position
+from events.streams import Keys, append_control, position, read_after
 
 __all__ = ["ActivationSpec", "Activations", "CommandRejected"]
 
@@ -103,17 +103,14 @@ class Activations(msgspec.Struct):
     async def refresh(self, redis: aioredis.Redis, keys: Keys) -> int:
         """Fold what the control stream gained since the last refresh; returns how many entries."""
         seen = 0
-        while True:
-            rows = await redis.xrange(keys.activations, min=f"({self.last_id}", count=1000)
-            if not rows:
-                return seen
-            for raw_id, fields in rows:
-                self.last_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                seen += 1
-                try:
-                    self.evolve(decode_control_event(fields.get(EVENT_FIELD, b"")), position(self.last_id))
-                except InvalidEvent:
-                    continue  # only hubsync writes here; an entry it cannot read is skipped, not fatal
+        async for entry_id, raw in read_after(redis, keys.activations, self.last_id):
+            self.last_id = entry_id
+            seen += 1
+            try:
+                self.evolve(decode_control_event(raw or b""), position(entry_id))
+            except InvalidEvent:
+                continue  # only hubsync writes here; an entry it cannot read is skipped, not fatal
+        return seen
 
     def find(self, ref: str) -> ActivationSpec:
         """An activation by id, or by name when the name is unique."""

@@ -18,7 +18,7 @@ from events.model import (
     InvalidEvent,
     decode_cdp_event,
 )
-from events.streams import EVENT_FIELD, Keys
+from events.streams import Keys, read_after
 
 __all__ = ["Catalog"]
 
@@ -50,17 +50,14 @@ class Catalog(msgspec.Struct):
     async def refresh(self, redis: aioredis.Redis, keys: Keys) -> int:
         """Fold what the catalog stream gained since the last refresh; returns how many entries."""
         seen = 0
-        while True:
-            rows = await redis.xrange(keys.catalog, min=f"({self.last_id}", count=1000)
-            if not rows:
-                return seen
-            for raw_id, fields in rows:
-                self.last_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                seen += 1
-                try:
-                    self.apply(decode_cdp_event(fields.get(EVENT_FIELD, b"")))
-                except InvalidEvent:
-                    continue  # the catalog consumer dead-letters it; here it just is not a definition
+        async for entry_id, raw in read_after(redis, keys.catalog, self.last_id):
+            self.last_id = entry_id
+            seen += 1
+            try:
+                self.apply(decode_cdp_event(raw or b""))
+            except InvalidEvent:
+                continue  # the router dead-letters it; here it just is not a definition
+        return seen
 
     def audience_problem(self, audience_id: str) -> str | None:
         """Why a change for this audience cannot be used, or None."""

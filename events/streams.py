@@ -19,7 +19,7 @@ operation on one partition stays inside one Redis Cluster slot.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -42,6 +42,7 @@ __all__ = [
     "entry_id",
     "partition_of",
     "position",
+    "read_after",
 ]
 
 DEFAULT_PARTITIONS = 4
@@ -166,6 +167,16 @@ async def append_control(redis: aioredis.Redis, keys: Keys, event: ControlEvent)
     """Append one event to the control stream."""
     raw = await redis.xadd(keys.activations, {EVENT_FIELD: encode(event)})
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+async def read_after(redis: aioredis.Redis, stream: str, last_id: str, *, field: bytes = EVENT_FIELD,
+                     page: int = 1000) -> AsyncIterator[tuple[str, bytes | None]]:
+    """Every entry of ``stream`` after ``last_id``, in order, as (id, the field's raw value):
+    how a process folds a small stream (control, catalog, an inbox) from where it stood."""
+    while rows := await redis.xrange(stream, min=f"({last_id}", count=page):
+        for raw_id, fields in rows:
+            last_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            yield last_id, fields.get(field)
 
 
 class Entry(msgspec.Struct, frozen=True):
