@@ -60,18 +60,37 @@ class Projections:
         fresh = [(pos, e) for pos, e in changes if pos > applied]
         if not fresh:
             return applied
+        # Net effect per key and email first (the last by position wins), then one HSET and one
+        # HDEL per key: a batch of thousands of changes is a handful of commands.
         k = self._keys
-        pipe = self._redis.pipeline(transaction=True)
+        sets: dict[str, dict[str, bytes | int]] = {}
+        dels: dict[str, set[str]] = {}
+
+        def put(key: str, email: str, value: bytes | int) -> None:
+            sets.setdefault(key, {})[email] = value
+            dels.get(key, set()).discard(email)
+
+        def drop(key: str, email: str) -> None:
+            dels.setdefault(key, set()).add(email)
+            sets.get(key, {}).pop(email, None)
+
         for pos, event in fresh:
             match event:
                 case AudienceEntered(audience_id=aid, email=email):
-                    pipe.hset(k.members(p, aid), email, pos)
+                    put(k.members(p, aid), email, pos)
                 case AudienceLeft(audience_id=aid, email=email):
-                    pipe.hdel(k.members(p, aid), email)
+                    drop(k.members(p, aid), email)
                 case AttributeChanged(attribute_id=attr, email=email, value=None):
-                    pipe.hdel(k.values(p, attr), email)
+                    drop(k.values(p, attr), email)
                 case AttributeChanged(attribute_id=attr, email=email, value=value):
-                    pipe.hset(k.values(p, attr), email, _pack((pos, value)))
+                    put(k.values(p, attr), email, _pack((pos, value)))
+        pipe = self._redis.pipeline(transaction=True)
+        for key, mapping in sets.items():
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+        for key, emails in dels.items():
+            if emails:
+                pipe.hdel(key, *emails)
         last = fresh[-1][0]
         pipe.set(k.projection_position(p), last)
         await pipe.execute()
