@@ -103,7 +103,7 @@ class ActivationCore:
         *,
         linger: float = 0.25,
         clock: SystemClock | None = None,
-        on_written: Callable[[int, float], None] | None = None,
+        on_written: Callable[[int, float | None], None] | None = None,
     ) -> None:
         self.activation_id = activation_id
         self._redis = redis
@@ -133,6 +133,7 @@ class ActivationCore:
         self._turn_lock = asyncio.Lock()
         self._dirty = False
         self._snapshot_at = 0.0
+        self._snapshot_cost = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._partitions = 0
 
@@ -184,6 +185,7 @@ class ActivationCore:
             self.state = _decode_state(snap.state)
             if self.state.coalescer:
                 self.coalescer = Coalescer.from_snapshot(self.state.coalescer, self._clock, self._policy)
+                self.state.coalescer = b""
         replayed = 0
         inbox = self._keys.inbox(self.activation_id)
         async for entry_id, payload in read_after(self._redis, inbox, self.state.inbox_id, field=b"c"):
@@ -197,9 +199,13 @@ class ActivationCore:
 
     async def checkpoint(self) -> None:
         """Snapshot the state, then drop the inbox entries the snapshot covers."""
+        started = time.monotonic()
         self.state.coalescer = self.coalescer.snapshot()
         covered = self.state.inbox_id
-        await self._snapshots.save(self.snapshot_name, _encode_state(self.state), {"inbox": 0})
+        encoded = _encode_state(self.state)
+        self.state.coalescer = b""  # the bytes live in Redis now, not twice in this process
+        self._snapshot_cost = time.monotonic() - started
+        await self._snapshots.save(self.snapshot_name, encoded, {"inbox": 0})
         await self._redis.xtrim(self._keys.inbox(self.activation_id), minid=covered)
         self._dirty = False
         self._snapshot_at = self._clock.now()
@@ -286,7 +292,8 @@ class ActivationCore:
         if self.spec is not None and not self.deleted:
             await self._reconcile(self.spec)
         now = self._clock.now()
-        if self._dirty and now - self._snapshot_at >= SNAPSHOT_EVERY:
+        # A snapshot blocks this loop (~4 µs per pending contact): at most ~5% of the time.
+        if self._dirty and now - self._snapshot_at >= max(SNAPSHOT_EVERY, 20 * self._snapshot_cost):
             await self.checkpoint()
         await self.publish_status()
 
@@ -456,11 +463,13 @@ class ActivationCore:
         counters.not_in_hubspot += len(missing)
         counters.calls += 1
         self._dirty = True
-        if ok:
+        if ok and batch.lane == Lane.REALTIME:  # a backfilled value's age is not a sync delay
             newest = max(pos for c in batch.contacts for _, _, pos in c.values)
             self.lag = max(0.0, now - (newest >> SEQ_BITS) / 1000)
             if self._on_written is not None:
                 self._on_written(len(ok), self.lag)
+        elif ok and self._on_written is not None:
+            self._on_written(len(ok), None)
         if bad:
             asyncio.get_running_loop().create_task(self._park(bad, by_email))
 

@@ -232,10 +232,11 @@ class ActivationActor(_Located):
         self._seen = {"changes_in": 0, "coalesced": 0}
         self._task = asyncio.get_running_loop().create_task(self._export())
 
-    def _written(self, contacts: int, lag: float) -> None:
+    def _written(self, contacts: int, lag: float | None) -> None:
         m = _metrics()
         m.written.inc(contacts, tags=self._tag)
-        m.lag.observe(lag, tags=self._tag)
+        if lag is not None:
+            m.lag.observe(lag, tags=self._tag)
 
     async def _export(self) -> None:
         while True:

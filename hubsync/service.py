@@ -27,6 +27,7 @@ def init_ray(config: Config, *, num_cpus: int | None = None, dashboard: bool = T
         return ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=log_to_driver)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only: nothing else can reach it
     return ray.init(
+        address="local",  # a new local Ray: never whatever cluster a `ray start` on this machine left
         namespace=config.namespace,
         num_cpus=num_cpus,
         include_dashboard=dashboard,

@@ -188,3 +188,16 @@ async def test_one_bad_input_in_a_batch_rejected_whole_is_isolated(rig: Any) -> 
     assert "VALIDATION_ERROR" in failed.reason and "c37@example.com is invalid" in failed.reason
     assert len(r.log()) <= 1 + split_call_bound(100, 1)
     assert r.state.stats()["contacts"] == 99
+
+
+async def test_a_permit_used_late_counts_in_the_window_from_when_the_call_really_went(rig: Any) -> None:
+    r = rig()
+    await r.upsert()  # warm: the first call has told the governor what is left
+    await r.core.turn("act1", "backfill")
+    granted = r.core.budget.window.grants()[-1]
+    r.clock.advance(2.0)  # the activation was busy (a snapshot) between its turn and its send
+    await r.upsert()
+    grants = r.core.budget.window.grants()
+    assert granted not in grants[1:]  # moved: HubSpot counts the call when it arrives
+    assert grants[-1] == r.clock.now()
+    assert len(grants) == 2
