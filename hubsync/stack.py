@@ -27,6 +27,8 @@ __all__ = ["EmulatorProcess", "LocalStack"]
 class EmulatorProcess:
     """`hubsync emulator` in a child process, so it never competes with the caller for the GIL."""
 
+    command: tuple[str, ...] = ("hubsync.cli", "emulator")  # `python -m` this, with the emulator's flags
+
     def __init__(self, *args: str) -> None:
         self.args = args
         self.process: subprocess.Popen[str] | None = None
@@ -34,7 +36,7 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hubsync.cli", "emulator", "--host", "127.0.0.1", "--port", "0", *self.args],
+            [sys.executable, "-m", *self.command, "--host", "127.0.0.1", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
         )
         assert self.process.stdout is not None
