@@ -199,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--changes", type=int, default=200_000)
     parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=4, help="change-stream partitions, hence Routers")
     h.add_common(parser)
     args = parser.parse_args(argv)
     args.published = {}
     result = h.run_scenario(scenario, args, emulator_args=("--plan", "addon", "--rate", "100000", "--daily", "100000000"),
-                            before_service=_prefill(args, args.published))
+                            partitions=args.partitions, before_service=_prefill(args, args.published))
     h.emit(f"ingest: {args.changes:,} changes, HubSpot out of the way", rows(result), result, args.json)
     return 0 if result["goal_met"] else 1
 
