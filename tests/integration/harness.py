@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,9 +18,35 @@ from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.activations import Activations
 from events.connection import connect
-from events.model import ActivationCreated, CdpEvent, ControlEvent
+from events.model import (
+    ActivationCreated,
+    AttributeChanged,
+    AudienceEntered,
+    AudienceLeft,
+    CdpEvent,
+    ControlEvent,
+)
 from events.secrets import Sealer
 from events.streams import Keys, Publisher, ensure_partitions
+
+
+def scenario(seed: int, contacts: int, events: int, prefix: str = "p") -> tuple[list[CdpEvent], dict[str, dict[str, str]]]:
+    """Random flips of audience "aud" and values of the number attribute "score", and what
+    HubSpot must hold at the end, computed independently of hubsync."""
+    rng = random.Random(seed)
+    out: list[CdpEvent] = []
+    expected: dict[str, dict[str, str]] = {}
+    for _ in range(events):
+        email = f"{prefix}{rng.randrange(contacts)}@example.com"
+        if rng.random() < 0.7:
+            entered = rng.random() < 0.5
+            out.append((AudienceEntered if entered else AudienceLeft)(audience_id="aud", email=email))
+            expected.setdefault(email, {})["raptor_audience"] = "true" if entered else "false"
+        else:
+            score = rng.randrange(1000)
+            out.append(AttributeChanged(attribute_id="score", email=email, value=score))
+            expected.setdefault(email, {})["raptor_score"] = str(score)
+    return out, expected
 
 
 class Hubsync:

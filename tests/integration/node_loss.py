@@ -27,8 +27,8 @@ from cryptography.fernet import Fernet
 async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, seed: int = 41) -> dict[str, Any]:
     from events.model import AudienceEntered
     from tests.integration.harness import Hubsync
+    from tests.integration.harness import scenario as story
     from tests.integration.test_restarts import define
-    from tests.integration.test_restarts import scenario as story
 
     hubsync = Hubsync(redis_url, emulator, secret, partitions=2, actor_resource="hubsync_worker")
     await hubsync.start()

@@ -5,7 +5,6 @@ state computed independently from the published events: nothing lost, nothing du
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,17 +17,14 @@ from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.model import (
     ActivationResumed,
-    AttributeChanged,
     AttributeDefined,
     AudienceDefined,
     AudienceEntered,
-    AudienceLeft,
-    CdpEvent,
 )
 from events.streams import DeadLetters
 from hubsync.status import collect
 from tests.integration.conftest import SECRET_KEY
-from tests.integration.harness import Hubsync
+from tests.integration.harness import Hubsync, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -51,24 +47,6 @@ async def make_hubsync(ray_session: None, redis_url: str, emulator: EmulatorServ
     yield make
     for running in started:
         await running.stop()
-
-
-def scenario(seed: int, contacts: int, events: int, prefix: str = "p") -> tuple[list[CdpEvent], dict[str, dict[str, str]]]:
-    """Random flips and attribute changes, and what HubSpot must hold at the end."""
-    rng = random.Random(seed)
-    out: list[CdpEvent] = []
-    expected: dict[str, dict[str, str]] = {}
-    for _ in range(events):
-        email = f"{prefix}{rng.randrange(contacts)}@example.com"
-        if rng.random() < 0.7:
-            entered = rng.random() < 0.5
-            out.append((AudienceEntered if entered else AudienceLeft)(audience_id="aud", email=email))
-            expected.setdefault(email, {})["raptor_audience"] = "true" if entered else "false"
-        else:
-            score = rng.randrange(1000)
-            out.append(AttributeChanged(attribute_id="score", email=email, value=score))
-            expected.setdefault(email, {})["raptor_score"] = str(score)
-    return out, expected
 
 
 CATALOG = [AudienceDefined(audience_id="aud", name="Audience"),

@@ -11,8 +11,8 @@ import ray
 
 from crm.emulator import EmulatorServer
 from tests.integration.conftest import SECRET_KEY
-from tests.integration.harness import Hubsync
-from tests.integration.test_restarts import converge, define, scenario
+from tests.integration.harness import Hubsync, scenario
+from tests.integration.test_restarts import converge, define
 
 pytestmark = pytest.mark.integration
 

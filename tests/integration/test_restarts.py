@@ -12,36 +12,14 @@ import pytest
 import ray
 
 from events.model import (
-    AttributeChanged,
     AttributeDefined,
     AudienceDefined,
-    AudienceEntered,
-    AudienceLeft,
-    CdpEvent,
 )
 from events.redis_server import RedisServer
 from tests.integration.conftest import SECRET_KEY
-from tests.integration.harness import Hubsync
+from tests.integration.harness import Hubsync, scenario
 
 pytestmark = pytest.mark.integration
-
-
-def scenario(seed: int, contacts: int, events: int) -> tuple[list[CdpEvent], dict[str, dict[str, str]]]:
-    """Random flips and attribute changes, and what HubSpot must hold at the end."""
-    rng = random.Random(seed)
-    out: list[CdpEvent] = []
-    expected: dict[str, dict[str, str]] = {}
-    for _ in range(events):
-        email = f"p{rng.randrange(contacts)}@example.com"
-        if rng.random() < 0.7:
-            entered = rng.random() < 0.5
-            out.append((AudienceEntered if entered else AudienceLeft)(audience_id="aud", email=email))
-            expected.setdefault(email, {})["raptor_audience"] = "true" if entered else "false"
-        else:
-            score = rng.randrange(1000)
-            out.append(AttributeChanged(attribute_id="score", email=email, value=score))
-            expected.setdefault(email, {})["raptor_score"] = str(score)
-    return out, expected
 
 
 async def converge(hubsync: Hubsync, expected: dict[str, dict[str, str]], seed: int, timeout: float = 90) -> None:
