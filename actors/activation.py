@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.governor import CallFailed, Outcome, TokenRejected
+from actors.governor import PLANS, WINDOW_MARGIN, CallFailed, Outcome, TokenRejected
 from actors.messages import decode_changes
 from crm.properties import PropertySpec, attribute_property, audience_property, format_value
 from events.activations import Activations, ActivationSpec
@@ -535,8 +535,6 @@ class ActivationCore:
         }
 
     def _contacts_per_second(self) -> float:
-        from actors.governor import PLANS, WINDOW_MARGIN
-
         per_window = PLANS.get(self.spec.plan if self.spec else "starter", PLANS["starter"])[0]
         return 100 * per_window / (10.0 + WINDOW_MARGIN)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Change", "decode_changes", "encode_changes", "property_key"]
+__all__ = ["Change", "decode_changes", "encode_changes"]
 
 
 class Change(msgspec.Struct, array_like=True, frozen=True):
@@ -30,7 +30,3 @@ def encode_changes(changes: list[Change]) -> bytes:
 
 def decode_changes(raw: bytes) -> list[Change]:
     return _decode(raw)
-
-
-def property_key(kind: str, cdp_id: str) -> str:
-    return f"{kind}:{cdp_id}"

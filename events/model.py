@@ -23,8 +23,6 @@ import msgspec
 from msgspec.structs import force_setattr
 
 __all__ = [
-    "AUDIENCE_EVENTS",
-    "CATALOG_EVENTS",
     "ActivationCreated",
     "ActivationDeleted",
     "ActivationPaused",
@@ -143,7 +141,6 @@ class AttributeDeleted(CdpEvent, tag="attribute_deleted"):
     attribute_id: Id
 
 
-AudienceEvent = AudienceEntered | AudienceLeft
 CdpUnion = (
     AudienceDefined
     | AudienceEntered
@@ -153,8 +150,6 @@ CdpUnion = (
     | AttributeChanged
     | AttributeDeleted
 )
-AUDIENCE_EVENTS = (AudienceEntered, AudienceLeft)
-CATALOG_EVENTS = (AudienceDefined, AudienceDeleted, AttributeDefined, AttributeDeleted)
 
 
 # --- the control plane: activations are event-sourced too --------------------------------------

