@@ -52,9 +52,15 @@ class GovernorPort(Protocol):
 
     async def turn(self, activation_id: str, lane: str) -> None: ...
     async def release(self, activation_id: str) -> None: ...
-    async def upsert(self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]: ...
-    async def update(self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]) -> list[Outcome]: ...
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]: ...
+    async def upsert(
+        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]: ...
+    async def update(
+        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]: ...
+    async def read_ids(
+        self, activation_id: str, lane: str, emails: list[str]
+    ) -> dict[str, str]: ...
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]: ...
     async def archive(self, activation_id: str, name: str) -> bool: ...
 
@@ -152,10 +158,21 @@ class ActivationCore:
         await self._forever("recover", self.recover, once=True)
         self._ready.set()
         loop = asyncio.get_running_loop()
-        self._tasks += [loop.create_task(self._forever(f"sender {i}", self._send_one)) for i in range(SENDERS)]
-        self._tasks.append(loop.create_task(self._forever("housekeeping", self._housekeeping, pause=0.5)))
+        self._tasks += [
+            loop.create_task(self._forever(f"sender {i}", self._send_one)) for i in range(SENDERS)
+        ]
+        self._tasks.append(
+            loop.create_task(self._forever("housekeeping", self._housekeeping, pause=0.5))
+        )
 
-    async def _forever(self, what: str, step: Callable[[], Awaitable[Any]], *, pause: float = 0.0, once: bool = False) -> None:
+    async def _forever(
+        self,
+        what: str,
+        step: Callable[[], Awaitable[Any]],
+        *,
+        pause: float = 0.0,
+        once: bool = False,
+    ) -> None:
         failures = 0
         while True:
             try:
@@ -168,7 +185,9 @@ class ActivationCore:
             except Exception as exc:
                 failures += 1
                 self.last_error = f"{what}: {exc}"
-                log.exception("activation %s: %s failed (%d in a row)", self.activation_id, what, failures)
+                log.exception(
+                    "activation %s: %s failed (%d in a row)", self.activation_id, what, failures
+                )
                 await asyncio.sleep(min(0.2 * 2**failures, 10.0))
             if pause:
                 await asyncio.sleep(pause)
@@ -185,18 +204,26 @@ class ActivationCore:
         if snap is not None:
             self.state = _decode_state(snap.state)
             if self.state.coalescer:
-                self.coalescer = Coalescer.from_snapshot(self.state.coalescer, self._clock, self._policy)
+                self.coalescer = Coalescer.from_snapshot(
+                    self.state.coalescer, self._clock, self._policy
+                )
                 self.state.coalescer = b""
         replayed = 0
         inbox = self._keys.inbox(self.activation_id)
-        async for entry_id, payload in read_after(self._redis, inbox, self.state.inbox_id, field=b"c"):
+        async for entry_id, payload in read_after(
+            self._redis, inbox, self.state.inbox_id, field=b"c"
+        ):
             self._offer(decode_changes(payload or b"\x90"), Lane.REALTIME)
             self.state.inbox_id = entry_id
             replayed += 1
         self._partitions = await ensure_partitions(self._redis, self._keys)
         await self.refresh()
-        log.info("activation %s recovered: %d inbox entries replayed, %d contacts pending",
-                 self.activation_id, replayed, len(self.coalescer))
+        log.info(
+            "activation %s recovered: %d inbox entries replayed, %d contacts pending",
+            self.activation_id,
+            replayed,
+            len(self.coalescer),
+        )
 
     async def checkpoint(self) -> None:
         """Snapshot the state, then drop the inbox entries the snapshot covers."""
@@ -260,7 +287,9 @@ class ActivationCore:
             attribute = self._catalog.attributes.get(cdp_id)
             if attribute is None:
                 return None
-            spec = attribute_property(cdp_id, attribute.name, attribute.value_type, attribute.options or (), taken)
+            spec = attribute_property(
+                cdp_id, attribute.name, attribute.value_type, attribute.options or (), taken
+            )
         known = self.state.names.get(key)
         return spec if known is None else msgspec.structs.replace(spec, name=known)
 
@@ -302,7 +331,9 @@ class ActivationCore:
 
     async def _reconcile(self, spec: ActivationSpec) -> None:
         subscribed = spec.subscribes()
-        deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {f"t:{t}" for t in self._catalog.deleted_attributes}
+        deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {
+            f"t:{t}" for t in self._catalog.deleted_attributes
+        }
         # The CDP deleted an audience or attribute: archive its property, stop syncing it.
         for key in sorted((subscribed & deleted) - set(self.state.archived)):
             name = self.state.names.get(key)
@@ -321,7 +352,9 @@ class ActivationCore:
             specs = {key: self._property_spec(key) for key in missing}
             for key, prop in specs.items():
                 self.state.names.setdefault(key, prop.name)  # type: ignore[union-attr]
-            problems = await self._governor().ensure_schema(self.activation_id, [s for s in specs.values() if s])
+            problems = await self._governor().ensure_schema(
+                self.activation_id, [s for s in specs.values() if s]
+            )
             for key in missing:
                 name = self.state.names[key]
                 problem = next((p for p in problems if name in p), None)
@@ -336,9 +369,13 @@ class ActivationCore:
         self._work.set()
         resync = spec.resync_at > self.state.resynced_at
         for key in sorted(live - set(self.problems)):
-            added_at = spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
+            added_at = (
+                spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
+            )
             backfill = self.state.backfills.get(key)
-            if added_at is not None and (resync or backfill is None or backfill.added_at < added_at or not backfill.loaded):
+            if added_at is not None and (
+                resync or backfill is None or backfill.added_at < added_at or not backfill.loaded
+            ):
                 await self._backfill(key, max(added_at, spec.resync_at), force=resync)
         if resync:
             self.state.resynced_at = spec.resync_at
@@ -356,20 +393,31 @@ class ActivationCore:
         if kind == "a":
             async for page in self._projections.members(cdp_id, self._partitions):
                 for member in page:
-                    self.coalescer.offer_many(member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force)
+                    self.coalescer.offer_many(
+                        member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force
+                    )
                 backfill.total += len(page)
                 self._work.set()
         else:
             definition = self._catalog.attributes[cdp_id]
             async for rows in self._projections.values(cdp_id, self._partitions):
                 for row in rows:
-                    text = format_value(definition.value_type, row.value, options=definition.options)
-                    self.coalescer.offer_many(row.email, ((name, text, row.position),), Lane.BACKFILL, force=force)
+                    text = format_value(
+                        definition.value_type, row.value, options=definition.options
+                    )
+                    self.coalescer.offer_many(
+                        row.email, ((name, text, row.position),), Lane.BACKFILL, force=force
+                    )
                 backfill.total += len(rows)
                 self._work.set()
         backfill.loaded = True
         await self.checkpoint()  # a restart resumes this backfill, it does not start over
-        log.info("activation %s: backfill of %s loaded, %d contacts", self.activation_id, key, backfill.total)
+        log.info(
+            "activation %s: backfill of %s loaded, %d contacts",
+            self.activation_id,
+            key,
+            backfill.total,
+        )
 
     def _governor(self) -> GovernorPort:
         assert self.spec is not None
@@ -426,7 +474,9 @@ class ActivationCore:
             raise
         self._record(batch, outcomes)
 
-    async def _update_only(self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def _update_only(
+        self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         unknown = [email for email, _ in contacts if email not in self._ids]
         if unknown:
             found = await governor.read_ids(self.activation_id, lane, unknown)
@@ -435,7 +485,11 @@ class ActivationCore:
             self._ids.update(found)
         records = [(self._ids[e], props) for e, props in contacts if e in self._ids]
         by_id = {self._ids[e]: e for e, _ in contacts if e in self._ids}
-        outcomes = [Outcome(e, "missing", reason="not in HubSpot (update-only mode)") for e, _ in contacts if e not in self._ids]
+        outcomes = [
+            Outcome(e, "missing", reason="not in HubSpot (update-only mode)")
+            for e, _ in contacts
+            if e not in self._ids
+        ]
         if records:
             for o in await governor.update(self.activation_id, lane, records):
                 email = by_id.get(o.key, o.key)
@@ -447,9 +501,15 @@ class ActivationCore:
     def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
         now = self._clock.now()
         by_email = {o.key.lower(): o for o in outcomes}
-        ok = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status in ("written", "created")]
+        ok = [
+            c.email
+            for c in batch.contacts
+            if by_email.get(c.email, _RETRY).status in ("written", "created")
+        ]
         bad = [c for c in batch.contacts if by_email.get(c.email, _RETRY).status == "failed"]
-        missing = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "missing"]
+        missing = [
+            c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "missing"
+        ]
         retry = [c.email for c in batch.contacts if c.email not in by_email]
         self.coalescer.acknowledge(batch, only=ok)
         self.coalescer.discard(batch, only=[c.email for c in bad] + missing)
@@ -478,7 +538,12 @@ class ActivationCore:
 
     async def _park(self, bad: list[Any], by_email: dict[str, Outcome]) -> None:
         letters = [
-            DeadLetter(f"activation:{self.activation_id}", "-", by_email[c.email].reason, msgspec.json.encode({"email": c.email, "properties": c.properties}))
+            DeadLetter(
+                f"activation:{self.activation_id}",
+                "-",
+                by_email[c.email].reason,
+                msgspec.json.encode({"email": c.email, "properties": c.properties}),
+            )
             for c in bad
         ]
         await self._dead.park(letters)
@@ -498,8 +563,12 @@ class ActivationCore:
             if done >= b.total and b.finished_at is None:
                 b.finished_at = now
             rate = self._contacts_per_second()
-            backfills[key] = {"done": done, "total": b.total, "eta_s": (b.total - done) / rate if rate else None,
-                              "elapsed_s": (b.finished_at or now) - b.started_at}
+            backfills[key] = {
+                "done": done,
+                "total": b.total,
+                "eta_s": (b.total - done) / rate if rate else None,
+                "elapsed_s": (b.finished_at or now) - b.started_at,
+            }
         spec = self.spec
         if self.deleted:
             state = "deleted"
@@ -528,9 +597,13 @@ class ActivationCore:
             "calls": c.calls,
             "lag_s": self.lag,
             "backfills": backfills,
-            "properties": {k: v for k, v in self.state.names.items() if spec and k in spec.subscribes()},
+            "properties": {
+                k: v for k, v in self.state.names.items() if spec and k in spec.subscribes()
+            },
             "problems": self.problems,
-            "last_error": (spec.pause_reason if spec and spec.paused else "") or "; ".join(self.problems.values()) or self.last_error,
+            "last_error": (spec.pause_reason if spec and spec.paused else "")
+            or "; ".join(self.problems.values())
+            or self.last_error,
             "updated_at": time.time(),
         }
 
@@ -539,7 +612,11 @@ class ActivationCore:
         return 100 * per_window / (10.0 + WINDOW_MARGIN)
 
     async def publish_status(self) -> None:
-        await self._redis.set(self._keys.activation_status(self.activation_id), msgspec.json.encode(self.status()), ex=300)
+        await self._redis.set(
+            self._keys.activation_status(self.activation_id),
+            msgspec.json.encode(self.status()),
+            ex=300,
+        )
 
 
 _RETRY = Outcome("", "retry")

@@ -111,7 +111,9 @@ class GovernorCore:
             timeout=httpx.Timeout(http_timeout, connect=min(5.0, http_timeout)),
             limits=httpx.Limits(max_connections=32),
         )
-        self._secret_key = secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
+        self._secret_key = (
+            secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
+        )
         self._activations = Activations()
         self._spec: ActivationSpec | None = None
         self._client: HubSpotClient | None = None
@@ -141,14 +143,24 @@ class GovernorCore:
         await self._activations.refresh(self._redis, self._keys)
         if self._activations.last_id == before and self._client is not None:
             return
-        mine = [s for s in self._activations.by_id.values() if s.token_fingerprint == self.fingerprint]
+        mine = [
+            s for s in self._activations.by_id.values() if s.token_fingerprint == self.fingerprint
+        ]
         if not mine:
             return
         if self.rejected and any(not s.paused for s in mine):
             self.rejected = None  # an operator resumed: try the token again
         spec = mine[0]
-        if self._spec is not None and (spec.token_sealed, spec.base_url, spec.api_version, spec.plan) == (
-            self._spec.token_sealed, self._spec.base_url, self._spec.api_version, self._spec.plan
+        if self._spec is not None and (
+            spec.token_sealed,
+            spec.base_url,
+            spec.api_version,
+            spec.plan,
+        ) == (
+            self._spec.token_sealed,
+            self._spec.base_url,
+            self._spec.api_version,
+            self._spec.plan,
         ):
             return
         if not self._secret_key:
@@ -252,7 +264,9 @@ class GovernorCore:
         if held:
             granted = held.popleft()
             now = self._clock.now()
-            if granted > self._refused_at and (now - granted < WINDOW_MARGIN / 2 or self._restamp(granted, now)):
+            if granted > self._refused_at and (
+                now - granted < WINDOW_MARGIN / 2 or self._restamp(granted, now)
+            ):
                 return
         await self.permit(activation_id, lane)
 
@@ -274,7 +288,9 @@ class GovernorCore:
                 now=self._clock.now(),
                 max=info.max,
                 remaining=info.remaining,
-                interval_ms=None if info.interval_ms is None else info.interval_ms + int(WINDOW_MARGIN * 1000),
+                interval_ms=None
+                if info.interval_ms is None
+                else info.interval_ms + int(WINDOW_MARGIN * 1000),
                 daily=info.daily,
                 daily_remaining=info.daily_remaining,
             )
@@ -295,7 +311,9 @@ class GovernorCore:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    async def _call(self, activation_id: str, lane: str, op: Callable[[HubSpotClient], Awaitable[T]]) -> T:
+    async def _call(
+        self, activation_id: str, lane: str, op: Callable[[HubSpotClient], Awaitable[T]]
+    ) -> T:
         """Run one HubSpot operation with the retry policy; 400s are the caller's to handle."""
         token = _caller.set((activation_id, lane))
         try:
@@ -311,7 +329,11 @@ class GovernorCore:
                     self.rate_limited += 1
                     self._refused_at = self._clock.now()
                     self.budget.refused(self._refused_at, exc.policy, exc.retry_after)
-                    log.warning("429 %s from HubSpot for token %s; waiting it out", exc.policy, self.fingerprint)
+                    log.warning(
+                        "429 %s from HubSpot for token %s; waiting it out",
+                        exc.policy,
+                        self.fingerprint,
+                    )
                     attempt += 1
                     if attempt >= MAX_ATTEMPTS * 4:
                         raise CallFailed(str(exc)) from None
@@ -339,20 +361,40 @@ class GovernorCore:
                     future.set_exception(TokenRejected(self.rejected))
         for spec in list(self._activations.by_id.values()):
             if spec.token_fingerprint == self.fingerprint and not spec.paused:
-                await append_control(self._redis, self._keys, ActivationPaused(
-                    activation_id=spec.activation_id, reason=f"HubSpot refused the token: {self.rejected}"))
+                await append_control(
+                    self._redis,
+                    self._keys,
+                    ActivationPaused(
+                        activation_id=spec.activation_id,
+                        reason=f"HubSpot refused the token: {self.rejected}",
+                    ),
+                )
 
-    async def upsert(self, activation_id: str, lane: str, contacts: Sequence[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def upsert(
+        self, activation_id: str, lane: str, contacts: Sequence[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         """Create-or-update contacts by email; one outcome per contact, bad inputs isolated."""
         inputs = [ContactUpsert(email, props) for email, props in contacts]
-        return await self._write(activation_id, lane, inputs, lambda c, part: c.upsert_contacts(part))
+        return await self._write(
+            activation_id, lane, inputs, lambda c, part: c.upsert_contacts(part)
+        )
 
-    async def update(self, activation_id: str, lane: str, records: Sequence[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def update(
+        self, activation_id: str, lane: str, records: Sequence[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         """Update existing contacts by record id."""
         inputs = [ContactUpdate(cid, props) for cid, props in records]
-        return await self._write(activation_id, lane, inputs, lambda c, part: c.update_contacts(part))
+        return await self._write(
+            activation_id, lane, inputs, lambda c, part: c.update_contacts(part)
+        )
 
-    async def _write(self, activation_id: str, lane: str, inputs: list[Any], send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]]) -> list[Outcome]:
+    async def _write(
+        self,
+        activation_id: str,
+        lane: str,
+        inputs: list[Any],
+        send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]],
+    ) -> list[Outcome]:
         async def once(part: list[Any]) -> list[Outcome]:
             result = await self._call(activation_id, lane, lambda c: send(c, part))
             return [_outcome(r) for r in result.results]
@@ -374,16 +416,24 @@ class GovernorCore:
                 if len(part) == 1:
                     reasons[_key(part[0])] = _reason(exc)
                 splitter.report(False)
-        outcomes += [Outcome(_key(i), "failed", reason=reasons.get(_key(i), "HubSpot rejected this input")) for i in splitter.bad]
+        outcomes += [
+            Outcome(_key(i), "failed", reason=reasons.get(_key(i), "HubSpot rejected this input"))
+            for i in splitter.bad
+        ]
         return outcomes
 
-    async def read_ids(self, activation_id: str, lane: str, emails: Sequence[str]) -> dict[str, str]:
+    async def read_ids(
+        self, activation_id: str, lane: str, emails: Sequence[str]
+    ) -> dict[str, str]:
         """Record ids of the contacts that exist, by lower-cased email (one batch read)."""
-        result = await self._call(activation_id, lane, lambda c: c.read_contacts_by_email(list(emails)))
+        result = await self._call(
+            activation_id, lane, lambda c: c.read_contacts_by_email(list(emails))
+        )
         return {email: record.id for email, record in result.found.items()}
 
     async def ensure_schema(self, activation_id: str, specs: Sequence[PropertySpec]) -> list[str]:
         """Ensure the group and properties exist and match; returns problems in words (none: [])."""
+
         async def op(client: HubSpotClient) -> list[str]:
             await client.ensure_property_group()
             results = await client.ensure_properties(list(specs), on_archived="report")
@@ -396,7 +446,9 @@ class GovernorCore:
         return await self._call(activation_id, Lane.REALTIME.value, op)
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._call(activation_id, Lane.REALTIME.value, lambda c: c.archive_property(name))
+        return await self._call(
+            activation_id, Lane.REALTIME.value, lambda c: c.archive_property(name)
+        )
 
     # --- status --------------------------------------------------------------------------------
 
@@ -433,7 +485,9 @@ class GovernorCore:
         return None
 
     async def publish_status(self) -> None:
-        await self._redis.set(self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120)
+        await self._redis.set(
+            self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120
+        )
 
     async def aclose(self) -> None:
         if self._dispatcher is not None:
@@ -452,5 +506,7 @@ def _reason(exc: HubSpotError) -> str:
 def _outcome(result: Any) -> Outcome:
     if result.status == WriteStatus.FAILED:
         status = "missing" if result.category == "OBJECT_NOT_FOUND" else "failed"
-        return Outcome(result.key, status, result.contact_id, f"{result.category}: {result.message}")
+        return Outcome(
+            result.key, status, result.contact_id, f"{result.category}: {result.message}"
+        )
     return Outcome(result.key, result.status.value, result.contact_id)

@@ -16,7 +16,14 @@ import ray
 
 from actors.shells import ActivationActor, RateGovernor, RouterActor, Settings, SupervisorActor
 
-__all__ = ["activation_actor", "actor_name", "governor_actor", "options", "router_actor", "supervisor_actor"]
+__all__ = [
+    "activation_actor",
+    "actor_name",
+    "governor_actor",
+    "options",
+    "router_actor",
+    "supervisor_actor",
+]
 
 
 def options(name: str, namespace: str, **extra: Any) -> dict[str, Any]:

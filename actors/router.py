@@ -61,12 +61,27 @@ class _Step:
 class RouterCore:
     """Everything a router does, without Ray: the actor is a shell around ``run``."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, partition: int, *, count: int = 2000, block_ms: int = 200) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        partition: int,
+        *,
+        count: int = 2000,
+        block_ms: int = 200,
+    ) -> None:
         self.partition = partition
         self.stats = RouterStats()
         self._redis = redis
         self._keys = keys
-        self._consumer = StreamConsumer(redis, keys.changes(partition), GROUP, f"router-{partition}", count=count, block_ms=block_ms)
+        self._consumer = StreamConsumer(
+            redis,
+            keys.changes(partition),
+            GROUP,
+            f"router-{partition}",
+            count=count,
+            block_ms=block_ms,
+        )
         self._dead = DeadLetters(redis, keys)
         self._projections = Projections(redis, keys)
         self._catalog = Catalog()
@@ -106,7 +121,9 @@ class RouterCore:
     async def _prepare(self, entries: list[Entry]) -> _Step:
         decoded, dead = decode_entries(entries)
         if any(self._unknown(event) for _, event in decoded):
-            await self._catalog.refresh(self._redis, self._keys)  # definitions may have just arrived
+            await self._catalog.refresh(
+                self._redis, self._keys
+            )  # definitions may have just arrived
         valid: list[tuple[int, CdpEvent, str, str]] = []
         for entry, event in decoded:
             try:
@@ -116,7 +133,9 @@ class RouterCore:
                 continue
             valid.append((entry.position, event, key, value))
         self._projection_position = await self._projections.apply(
-            self.partition, [(pos, event) for pos, event, _, _ in valid], after=self._projection_position
+            self.partition,
+            [(pos, event) for pos, event, _, _ in valid],
+            after=self._projection_position,
         )
         # Routes are read after the projection is written: an activation whose backfill read the
         # projection before this write is already in the routes we read now (see ARCHITECTURE).
@@ -154,7 +173,9 @@ class RouterCore:
                     raise InvalidEvent(f"attribute {attr!r}: {exc}") from None
                 return f"t:{attr}", text
         kind = type(event).__name__
-        raise InvalidEvent(f"{kind} is a catalog event: publish it to {self._keys.catalog}, not to a change stream")
+        raise InvalidEvent(
+            f"{kind} is a catalog event: publish it to {self._keys.catalog}, not to a change stream"
+        )
 
     async def _refresh_routes(self) -> None:
         await self._activations.refresh(self._redis, self._keys)
@@ -173,7 +194,8 @@ class RouterCore:
         if not todo:
             return
         results = await asyncio.gather(
-            *(deliver(a, encode_changes(changes)) for a, changes in todo.items()), return_exceptions=True
+            *(deliver(a, encode_changes(changes)) for a, changes in todo.items()),
+            return_exceptions=True,
         )
         failures = []
         for (activation_id, changes), result in zip(todo.items(), results, strict=True):

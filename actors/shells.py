@@ -35,7 +35,9 @@ class Settings(msgspec.Struct, frozen=True):
     namespace: str = "hubsync"
     partitions: int = 4
     linger_ms: int = 250
-    actor_resource: str | None = None  # a custom resource only worker nodes offer: keeps actors off the head
+    actor_resource: str | None = (
+        None  # a custom resource only worker nodes offer: keeps actors off the head
+    )
     http_timeout_s: float = 30.0  # how long one HubSpot call may take before it counts as a timeout
 
     @property
@@ -66,7 +68,11 @@ class _Handles:
         name = remote.actor_name(kind, ident)
         handle = self._cache.get(name)
         if handle is None:
-            make = {"router": remote.router_actor, "activation": remote.activation_actor, "governor": remote.governor_actor}[kind]
+            make = {
+                "router": remote.router_actor,
+                "activation": remote.activation_actor,
+                "governor": remote.governor_actor,
+            }[kind]
             handle = self._cache[name] = make(self._settings, ident)
         return handle
 
@@ -93,7 +99,7 @@ class _RayPlacement:
     def running(self, kind: str) -> set[str]:
         prefix = f"{kind}:"
         return {
-            a["name"][len(prefix):]
+            a["name"][len(prefix) :]
             for a in ray.util.list_named_actors(all_namespaces=True)
             if a["namespace"] == self._settings.namespace and a["name"].startswith(prefix)
         }
@@ -103,7 +109,9 @@ class _RayPlacement:
 
         self._handles.forget(kind, ident)
         try:
-            handle = ray.get_actor(remote.actor_name(kind, ident), namespace=self._settings.namespace)
+            handle = ray.get_actor(
+                remote.actor_name(kind, ident), namespace=self._settings.namespace
+            )
         except ValueError:
             return
         ray.kill(handle, no_restart=True)
@@ -122,15 +130,25 @@ class SupervisorActor(_Located):
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
         self._placement = _RayPlacement(settings)
-        self.core = SupervisorCore(_redis(settings), settings.keys, self._placement, partitions=settings.partitions)
+        self.core = SupervisorCore(
+            _redis(settings), settings.keys, self._placement, partitions=settings.partitions
+        )
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self.core.run(stop=lambda: self._stopping))
+        self._task = asyncio.get_running_loop().create_task(
+            self.core.run(stop=lambda: self._stopping)
+        )
 
     async def ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """Returns once the routers exist (the first reconcile passed)."""
         for _ in range(int(timeout * 10)):
-            if self.core.partitions and len(self._placement.running("router")) >= self.core.partitions:
-                return {"partitions": self.core.partitions, "activations": len(self.core.activations.by_id)}
+            if (
+                self.core.partitions
+                and len(self._placement.running("router")) >= self.core.partitions
+            ):
+                return {
+                    "partitions": self.core.partitions,
+                    "activations": len(self.core.activations.by_id),
+                }
             await asyncio.sleep(0.1)
         raise TimeoutError("hubsync's routers did not start; see the Ray dashboard's actor logs")
 
@@ -142,7 +160,9 @@ class SupervisorActor(_Located):
         handles = []
         for activation_id in activations:
             try:
-                handles.append(ray.get_actor(f"activation:{activation_id}", namespace=self._settings.namespace))
+                handles.append(
+                    ray.get_actor(f"activation:{activation_id}", namespace=self._settings.namespace)
+                )
             except ValueError:
                 continue
         await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
@@ -176,7 +196,9 @@ class RouterActor(_Located):
                 raise
             except Exception:
                 failures += 1
-                log.exception("router %d: step failed (%d in a row); retrying", self.core.partition, failures)
+                log.exception(
+                    "router %d: step failed (%d in a row); retrying", self.core.partition, failures
+                )
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
     async def _deliver(self, activation_id: str, payload: bytes) -> None:
@@ -184,7 +206,12 @@ class RouterActor(_Located):
 
     async def stats(self) -> dict[str, Any]:
         s = self.core.stats
-        return {"events_in": s.events_in, "routed": s.routed, "dead": s.dead, "last_position": s.last_position}
+        return {
+            "events_in": s.events_in,
+            "routed": s.routed,
+            "dead": s.dead,
+            "last_position": s.last_position,
+        }
 
 
 class _GovernorPort:
@@ -199,10 +226,14 @@ class _GovernorPort:
     async def release(self, activation_id: str) -> None:
         await self._h.release.remote(activation_id)
 
-    async def upsert(self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def upsert(
+        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         return await self._h.upsert.remote(activation_id, lane, contacts)  # type: ignore[no-any-return]
 
-    async def update(self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def update(
+        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         return await self._h.update.remote(activation_id, lane, records)  # type: ignore[no-any-return]
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
@@ -244,7 +275,10 @@ class ActivationActor(_Located):
             try:
                 s = self.core.status()
                 m = _metrics()
-                for field, counter in (("changes_in", m.changes_received), ("coalesced", m.coalesced)):
+                for field, counter in (
+                    ("changes_in", m.changes_received),
+                    ("coalesced", m.coalesced),
+                ):
                     if s[field] > self._seen[field]:
                         counter.inc(s[field] - self._seen[field], tags=self._tag)
                     self._seen[field] = s[field]
@@ -272,7 +306,9 @@ class ActivationActor(_Located):
 class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.core = GovernorCore(_redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s)
+        self.core = GovernorCore(
+            _redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s
+        )
         self.core.start()
         self._tag = {"token": fingerprint}
         self._task = asyncio.get_running_loop().create_task(self._housekeeping())
@@ -296,10 +332,14 @@ class RateGovernor(_Located):
     async def release(self, activation_id: str) -> None:
         self.core.release(activation_id)
 
-    async def upsert(self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def upsert(
+        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         return await self.core.upsert(activation_id, lane, contacts)
 
-    async def update(self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]) -> list[Outcome]:
+    async def update(
+        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+    ) -> list[Outcome]:
         return await self.core.update(activation_id, lane, records)
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:

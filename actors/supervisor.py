@@ -37,7 +37,9 @@ class Placement(Protocol):
 
 
 class SupervisorCore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, placement: Placement, *, partitions: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, placement: Placement, *, partitions: int
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._placement = placement
@@ -51,7 +53,9 @@ class SupervisorCore:
 
     async def reconcile(self) -> None:
         if not self.partitions:
-            self.partitions = await ensure_partitions(self._redis, self._keys, self._default_partitions)
+            self.partitions = await ensure_partitions(
+                self._redis, self._keys, self._default_partitions
+            )
         await self.activations.refresh(self._redis, self._keys)
         await self.catalog.refresh(self._redis, self._keys)
         for p in range(self.partitions):
@@ -80,10 +84,19 @@ class SupervisorCore:
 
     async def _forget_activation(self, activation_id: str) -> None:
         k = self._keys
-        await self._redis.delete(k.inbox(activation_id), k.snapshot(f"activation:{activation_id}"), k.activation_status(activation_id))
+        await self._redis.delete(
+            k.inbox(activation_id),
+            k.snapshot(f"activation:{activation_id}"),
+            k.activation_status(activation_id),
+        )
 
-    async def run(self, *, interval: float = 1.0, stop: Callable[[], bool] = lambda: False,
-                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    async def run(
+        self,
+        *,
+        interval: float = 1.0,
+        stop: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         """Reconcile forever; a failing step is logged and retried after a pause, never fatal."""
         while not stop():
             try:

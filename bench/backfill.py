@@ -49,8 +49,12 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         while True:
             stats = await h.emulator_stats(stack)
             s = await h.status(handle)
-            if stats["contacts"] >= n and s["pending"] == 0 and s["backfills"] and all(
-                    not b.get("loading") for b in s["backfills"].values()):
+            if (
+                stats["contacts"] >= n
+                and s["pending"] == 0
+                and s["backfills"]
+                and all(not b.get("loading") for b in s["backfills"].values())
+            ):
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backfill incomplete: {stats['contacts']}/{n} in HubSpot")
@@ -65,7 +69,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         await redis.aclose()
     members = set(emails)
     times = sorted(c["written_at"][prop] for e, c in contacts.items() if e in members)
-    correct = sum(1 for e in emails if contacts.get(e, {}).get("properties", {}).get(prop) == "true")
+    correct = sum(
+        1 for e in emails if contacts.get(e, {}).get("properties", {}).get(prop) == "true"
+    )
     first, last = times[0], times[-1]
     accepted = stats["requests"] - stats["rate_limited"]
     write_calls = s["calls"]
@@ -87,7 +93,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "efficiency_from_creation": round(from_creation / h.STARTER_CEILING, 3),
         "efficiency_first_to_last": round(first_to_last / h.STARTER_CEILING, 3),
         "window_bound_seconds": bound,
-        "efficiency_vs_window_bound": round(bound / (last - first), 3) if last > first and bound else None,
+        "efficiency_vs_window_bound": round(bound / (last - first), 3)
+        if last > first and bound
+        else None,
         "calls": stats["requests"],
         "write_calls": write_calls,
         "schema_calls": accepted - write_calls,
@@ -96,9 +104,13 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "max_calls_in_any_window": stats["max_calls_in_any_window"],
         "window_limit": stats["limits"]["per_window"],
     }
-    result["goal_met"] = result["efficiency_from_creation"] >= GOAL_EFFICIENCY and stats["rate_limited"] == 0
+    result["goal_met"] = (
+        result["efficiency_from_creation"] >= GOAL_EFFICIENCY and stats["rate_limited"] == 0
+    )
     if args.trace:
-        result["trace"] = {k: [[round(x - created, 2) for x in row] for row in v] for k, v in trace.items()}
+        result["trace"] = {
+            k: [[round(x - created, 2) for x in row] for row in v] for k, v in trace.items()
+        }
     return result
 
 
@@ -122,24 +134,55 @@ async def _trace(stack: h.BenchStack, handle: Any, trace: dict[str, list[Any]]) 
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
     return [
-        ("contacts backfilled (correct in HubSpot)", f"{r['correct_in_hubspot']:,}/{r['contacts']:,}", ""),
-        ("creation -> last write", f"{r['seconds_from_creation']} s", f"first write after {r['seconds_creation_to_first_write']} s"),
+        (
+            "contacts backfilled (correct in HubSpot)",
+            f"{r['correct_in_hubspot']:,}/{r['contacts']:,}",
+            "",
+        ),
+        (
+            "creation -> last write",
+            f"{r['seconds_from_creation']} s",
+            f"first write after {r['seconds_creation_to_first_write']} s",
+        ),
         ("first write -> last write", f"{r['seconds_first_to_last_write']} s", ""),
-        ("contacts/s from creation", r["contacts_per_s_from_creation"], f"efficiency {r['efficiency_from_creation']} (goal >= {GOAL_EFFICIENCY})"),
-        ("contacts/s first -> last write", r["contacts_per_s_first_to_last"], f"efficiency {r['efficiency_first_to_last']} (the first window's burst inflates it)"),
-        ("rolling-window bound for these calls", f"{r['window_bound_seconds']:g} s",
-         f"efficiency vs that bound {r['efficiency_vs_window_bound']} (bound / first -> last)"),
-        ("calls (write / schema)", f"{r['calls']} ({r['write_calls']} / {r['schema_calls']})", f"{r['contacts_per_write_call']} contacts per write call"),
+        (
+            "contacts/s from creation",
+            r["contacts_per_s_from_creation"],
+            f"efficiency {r['efficiency_from_creation']} (goal >= {GOAL_EFFICIENCY})",
+        ),
+        (
+            "contacts/s first -> last write",
+            r["contacts_per_s_first_to_last"],
+            f"efficiency {r['efficiency_first_to_last']} (the first window's burst inflates it)",
+        ),
+        (
+            "rolling-window bound for these calls",
+            f"{r['window_bound_seconds']:g} s",
+            f"efficiency vs that bound {r['efficiency_vs_window_bound']} (bound / first -> last)",
+        ),
+        (
+            "calls (write / schema)",
+            f"{r['calls']} ({r['write_calls']} / {r['schema_calls']})",
+            f"{r['contacts_per_write_call']} contacts per write call",
+        ),
         ("429s", r["rate_limited_429"], "goal 0"),
-        ("max calls in any 10 s window", r["max_calls_in_any_window"], f"limit {r['window_limit']}"),
+        (
+            "max calls in any 10 s window",
+            r["max_calls_in_any_window"],
+            f"limit {r['window_limit']}",
+        ),
         ("goal met", r["goal_met"], ""),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench backfill", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench backfill", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument("--contacts", type=int, default=20_000)
-    parser.add_argument("--trace", action="store_true", help="record actor event-loop stalls and 429 times")
+    parser.add_argument(
+        "--trace", action="store_true", help="record actor event-loop stalls and 429 times"
+    )
     h.add_common(parser)
     args = parser.parse_args(argv)
     result = h.run_scenario(scenario, args, emulator_args=("--plan", "starter"))

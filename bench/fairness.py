@@ -25,14 +25,18 @@ from events.streams import Publisher
 GOAL_P99 = 2.0
 
 
-async def _trickle(publisher: Publisher, rate: float, stop: asyncio.Event, sent: list[tuple[str, str]]) -> None:
+async def _trickle(
+    publisher: Publisher, rate: float, stop: asyncio.Event, sent: list[tuple[str, str]]
+) -> None:
     tick = 0.05
     per_tick = max(1, round(rate * tick))
     start = time.monotonic()
     i = 0
     while not stop.is_set():
         emails = [f"rt{i + k:07d}@example.com" for k in range(per_tick)]
-        ids = await publisher.publish([AudienceEntered(audience_id="small", email=e) for e in emails])
+        ids = await publisher.publish(
+            [AudienceEntered(audience_id="small", email=e) for e in emails]
+        )
         sent += zip(emails, ids, strict=True)
         i += per_tick
         delay = start + i / rate - time.monotonic()
@@ -46,11 +50,16 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     sent: list[tuple[str, str]] = []
     try:
         publisher = h.publisher_of(stack, redis)
-        await publisher.publish([AudienceDefined(audience_id="big", name="Bench Big"),
-                                 AudienceDefined(audience_id="small", name="Bench Small")])
+        await publisher.publish(
+            [
+                AudienceDefined(audience_id="big", name="Bench Big"),
+                AudienceDefined(audience_id="small", name="Bench Small"),
+            ]
+        )
         big_members = [f"bf{i:07d}@example.com" for i in range(n)]
         await Publisher(redis, stack.config.keys, stack.config.partitions, batch=2000).publish(  # type: ignore[union-attr]
-            [AudienceEntered(audience_id="big", email=e) for e in big_members])
+            [AudienceEntered(audience_id="big", email=e) for e in big_members]
+        )
         await h.wait_routed(stack, redis)
         token = f"pat-bench-{secrets.token_hex(6)}"
         await h.create_activation(stack, redis, "small", token, audiences=["small"])
@@ -60,7 +69,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         before = await h.emulator_stats(stack)
         created = await h.create_activation(stack, redis, "big", token, audiences=["big"])
         big = await h.activation_handle(stack, "big")
-        h.log(f"backfilling {n:,} contacts on 'big' with a {args.rate:g}/s trickle on 'small' (same token)")
+        h.log(
+            f"backfilling {n:,} contacts on 'big' with a {args.rate:g}/s trickle on 'small' (same token)"
+        )
         stop = asyncio.Event()
         trickle = asyncio.create_task(_trickle(h.publisher_of(stack, redis), args.rate, stop, sent))
         deadline = time.monotonic() + max(300.0, n / 200)
@@ -68,7 +79,12 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             while True:
                 s = await h.status(big)
                 b = s["backfills"].get("a:big")
-                if b and not b.get("loading") and b["done"] >= b["total"] == n and s["pending"] == 0:
+                if (
+                    b
+                    and not b.get("loading")
+                    and b["done"] >= b["total"] == n
+                    and s["pending"] == 0
+                ):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"backfill incomplete: {s}")
@@ -85,7 +101,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         await redis.aclose()
     small_prop = s_small["properties"]["a:small"]
     big_prop = s["properties"]["a:big"]
-    latencies = [contacts[e]["written_at"][small_prop] - h.xadd_seconds(i) for e, i in sent if e in contacts]
+    latencies = [
+        contacts[e]["written_at"][small_prop] - h.xadd_seconds(i) for e, i in sent if e in contacts
+    ]
     big_times = sorted(contacts[e]["written_at"][big_prop] for e in big_members if e in contacts)
     first, last = big_times[0], big_times[-1]
     per_second = [0] * (int(last - first) + 1)
@@ -114,8 +132,12 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "rate_limited_429": after["rate_limited"],
         "max_calls_in_any_window": after["max_calls_in_any_window"],
     }
-    result["goal_met"] = pct["p99"] is not None and pct["p99"] < GOAL_P99 and len(latencies) == len(sent) \
+    result["goal_met"] = (
+        pct["p99"] is not None
+        and pct["p99"] < GOAL_P99
+        and len(latencies) == len(sent)
         and after["rate_limited"] == 0
+    )
     return result
 
 
@@ -129,15 +151,30 @@ def _by_second(times: list[float], origin: float, seconds: int) -> list[int]:
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
     return [
-        ("backfill (activation 'big')", f"{r['backfill_in_hubspot']:,}/{r['backfill_contacts']:,}",
-         f"in {r['backfill_seconds_from_creation']} s from creation"),
-        ("backfill contacts/s", r["backfill_contacts_per_s"], f"efficiency {r['backfill_efficiency']} of 1,000/s, sharing the token"),
-        ("trickle (activation 'small')", f"{r['trickle_written']:,}/{r['trickle_changes']:,}", f"at {r['trickle_rate']:g}/s, written/sent"),
+        (
+            "backfill (activation 'big')",
+            f"{r['backfill_in_hubspot']:,}/{r['backfill_contacts']:,}",
+            f"in {r['backfill_seconds_from_creation']} s from creation",
+        ),
+        (
+            "backfill contacts/s",
+            r["backfill_contacts_per_s"],
+            f"efficiency {r['backfill_efficiency']} of 1,000/s, sharing the token",
+        ),
+        (
+            "trickle (activation 'small')",
+            f"{r['trickle_written']:,}/{r['trickle_changes']:,}",
+            f"at {r['trickle_rate']:g}/s, written/sent",
+        ),
         ("trickle p50 XADD -> HubSpot", f"{r['trickle_p50_s']} s", ""),
         ("trickle p95", f"{r['trickle_p95_s']} s", ""),
         ("trickle p99", f"{r['trickle_p99_s']} s", f"goal < {GOAL_P99:g} s"),
         ("trickle max", f"{r['trickle_max_s']} s", ""),
-        ("write calls backfill / trickle", f"{r['backfill_write_calls']} / {r['trickle_write_calls']}", f"{r['calls']} calls in all"),
+        (
+            "write calls backfill / trickle",
+            f"{r['backfill_write_calls']} / {r['trickle_write_calls']}",
+            f"{r['calls']} calls in all",
+        ),
         ("429s", r["rate_limited_429"], ""),
         ("max calls in any 10 s window", r["max_calls_in_any_window"], "limit 100"),
         ("goal met", r["goal_met"], ""),
@@ -145,13 +182,22 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--contacts", type=int, default=50_000, help="backfill size (100000 for the full case)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench fairness", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument(
+        "--contacts", type=int, default=50_000, help="backfill size (100000 for the full case)"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="trickle changes per second")
     h.add_common(parser)
     args = parser.parse_args(argv)
     result = h.run_scenario(scenario, args, emulator_args=("--plan", "starter"))
-    h.emit(f"fairness: {args.contacts:,}-contact backfill + {args.rate:g}/s trickle on one token", rows(result), result, args.json)
+    h.emit(
+        f"fairness: {args.contacts:,}-contact backfill + {args.rate:g}/s trickle on one token",
+        rows(result),
+        result,
+        args.json,
+    )
     return 0 if result["goal_met"] else 1
 
 

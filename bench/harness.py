@@ -98,8 +98,13 @@ class BenchStack(LocalStack):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.redis = RedisServer(self.home / "redis").start()
         self.emulator.start()
-        self.config = Config(redis_url=self.redis.url, home=self.home, partitions=self.partitions,
-                             linger_ms=self.linger_ms, secret_key=load_or_create_key(self.home))
+        self.config = Config(
+            redis_url=self.redis.url,
+            home=self.home,
+            partitions=self.partitions,
+            linger_ms=self.linger_ms,
+            secret_key=load_or_create_key(self.home),
+        )
         if self.before_service is not None:
             self.before_service(self)
         self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
@@ -119,12 +124,19 @@ def code_state() -> dict[str, Any]:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["git", "-C", repo, *args], capture_output=True, text=True, check=False
+        )
         return out.stdout.rstrip("\n")
 
-    modified = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "modified": [m for m in modified if not m.startswith("bench/")],
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    modified = [
+        line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+    ]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "modified": [m for m in modified if not m.startswith("bench/")],
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def run_scenario(
@@ -144,8 +156,13 @@ def run_scenario(
     # (/tmp/ray/ray_current_cluster) or RAY_ADDRESS; a benchmark wants its own private Ray.
     os.environ["RAY_ADDRESS"] = "local"
     started = time.monotonic()
-    stack = BenchStack(emulator_args=tuple(emulator_args), partitions=partitions, linger_ms=linger_ms,
-                       counting_emulator=counting_emulator, before_service=before_service)
+    stack = BenchStack(
+        emulator_args=tuple(emulator_args),
+        partitions=partitions,
+        linger_ms=linger_ms,
+        counting_emulator=counting_emulator,
+        before_service=before_service,
+    )
     try:
         try:
             log("starting Redis, the HubSpot emulator, Ray and hubsync on 127.0.0.1 ...")
@@ -170,7 +187,9 @@ Row = tuple[str, Any, str]  # figure, value, note
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the table"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -215,7 +234,9 @@ def xadd_seconds(stream_id: str) -> float:
     return int(stream_id.partition("-")[0]) / 1000.0
 
 
-async def publish_paced(publisher: Publisher, events: Sequence[CdpEvent], rate: float, *, tick: float = 0.05) -> list[str]:
+async def publish_paced(
+    publisher: Publisher, events: Sequence[CdpEvent], rate: float, *, tick: float = 0.05
+) -> list[str]:
     """Publish at `rate` events a second, in small pipelined chunks every `tick` seconds."""
     ids: list[str] = []
     per_tick = max(1, round(rate * tick))
@@ -225,7 +246,7 @@ async def publish_paced(publisher: Publisher, events: Sequence[CdpEvent], rate: 
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        ids += await publisher.publish(events[i:i + per_tick])
+        ids += await publisher.publish(events[i : i + per_tick])
     return ids
 
 
@@ -246,14 +267,24 @@ async def create_activation(
     """Create an activation against the emulator; returns the wall-clock time it was created."""
     assert stack.config is not None
     created = time.time()
-    await Activations().execute(redis, stack.config.keys, ActivationCreated(
-        activation_id=activation_id, name=f"bench {activation_id}",
-        token_sealed=Sealer(secret_key(stack.config)).seal(token), token_fingerprint=token_fingerprint(token),
-        base_url=stack.emulator.url, plan=plan,  # type: ignore[arg-type]
-        audiences=tuple(audiences), attributes=tuple(attributes),
-    ))
+    await Activations().execute(
+        redis,
+        stack.config.keys,
+        ActivationCreated(
+            activation_id=activation_id,
+            name=f"bench {activation_id}",
+            token_sealed=Sealer(secret_key(stack.config)).seal(token),
+            token_fingerprint=token_fingerprint(token),
+            base_url=stack.emulator.url,
+            plan=plan,  # type: ignore[arg-type]
+            audiences=tuple(audiences),
+            attributes=tuple(attributes),
+        ),
+    )
     if paused:
-        await Activations().execute(redis, stack.config.keys, ActivationPaused(activation_id=activation_id, reason="bench"))
+        await Activations().execute(
+            redis, stack.config.keys, ActivationPaused(activation_id=activation_id, reason="bench")
+        )
     return created
 
 
@@ -315,14 +346,19 @@ async def wait_routed(stack: LocalStack, redis: aioredis.Redis, timeout: float =
     raise TimeoutError("the Routers did not catch up with the change streams")
 
 
-async def wait_settled(handle: Any, *, changes_in: int, timeout: float, quiet: float = 1.0) -> dict[str, Any]:
+async def wait_settled(
+    handle: Any, *, changes_in: int, timeout: float, quiet: float = 1.0
+) -> dict[str, Any]:
     """Until the activation received `changes_in` changes and nothing is pending for `quiet` s."""
     deadline = time.monotonic() + timeout
     calm_since: float | None = None
     while True:
         s = await status(handle)
-        idle = s["changes_in"] >= changes_in and s["pending"] == 0 and all(
-            not b.get("loading") for b in s["backfills"].values())
+        idle = (
+            s["changes_in"] >= changes_in
+            and s["pending"] == 0
+            and all(not b.get("loading") for b in s["backfills"].values())
+        )
         now = time.monotonic()
         if idle:
             calm_since = calm_since or now
@@ -346,7 +382,9 @@ async def emulator_contacts(stack: LocalStack) -> list[dict[str, Any]]:
 # --- figures ---------------------------------------------------------------------------------
 
 
-def percentiles(values: Sequence[float], ps: Sequence[float] = (50, 95, 99)) -> dict[str, float | None]:
+def percentiles(
+    values: Sequence[float], ps: Sequence[float] = (50, 95, 99)
+) -> dict[str, float | None]:
     """Nearest-rank percentiles, rounded to the millisecond."""
     if not values:
         return {f"p{p:g}": None for p in ps}

@@ -63,20 +63,35 @@ def _prefill(args: argparse.Namespace, published: dict[str, Any]) -> Any:
             redis = h.redis_of(stack)
             try:
                 publisher = h.publisher_of(stack, redis)
-                await publisher.publish([AudienceDefined(audience_id="in", name="Bench Ingest"),
-                                         AttributeDefined(attribute_id="v", name="Bench Value", value_type="number")])
-                await h.create_activation(stack, redis, "ingest", f"pat-bench-{secrets.token_hex(6)}",
-                                          audiences=["in"], attributes=["v"], paused=True)
+                await publisher.publish(
+                    [
+                        AudienceDefined(audience_id="in", name="Bench Ingest"),
+                        AttributeDefined(attribute_id="v", name="Bench Value", value_type="number"),
+                    ]
+                )
+                await h.create_activation(
+                    stack,
+                    redis,
+                    "ingest",
+                    f"pat-bench-{secrets.token_hex(6)}",
+                    audiences=["in"],
+                    attributes=["v"],
+                    paused=True,
+                )
                 events = workload(args.changes, args.contacts)
                 started = time.monotonic()
-                await Publisher(redis, stack.config.keys, stack.config.partitions, batch=2000).publish(events)  # type: ignore[union-attr]
+                await Publisher(
+                    redis, stack.config.keys, stack.config.partitions, batch=2000
+                ).publish(events)  # type: ignore[union-attr]
                 published["publish_rate"] = len(events) / (time.monotonic() - started)
                 published["events"] = events
             finally:
                 await redis.aclose()
 
         asyncio.run(go())
-        h.log(f"prefilled {args.changes:,} changes at {published['publish_rate']:,.0f}/s; starting hubsync")
+        h.log(
+            f"prefilled {args.changes:,} changes at {published['publish_rate']:,.0f}/s; starting hubsync"
+        )
 
     return fill
 
@@ -97,7 +112,9 @@ async def raw_rate(redis_url: str, events: list[CdpEvent], partitions: int) -> t
         done = 0
         try:
             while True:
-                reply = await conn.xreadgroup("raw", "raw-0", {keys.changes(p): ">"}, count=READ_COUNT)
+                reply = await conn.xreadgroup(
+                    "raw", "raw-0", {keys.changes(p): ">"}, count=READ_COUNT
+                )
                 if not reply:
                     return done
                 ids = [i for _, rows in reply for i, _ in rows]
@@ -118,7 +135,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     handle = await h.activation_handle(stack, "ingest")
     pids = {"activation": await h.actor_pid(handle)}
     for p in range(stack.config.partitions):
-        pids[f"router:{p}"] = await h.actor_pid(ray.get_actor(f"router:{p}", namespace=stack.config.namespace))
+        pids[f"router:{p}"] = await h.actor_pid(
+            ray.get_actor(f"router:{p}", namespace=stack.config.namespace)
+        )
     assert stack.redis is not None and stack.redis.process is not None
     pids["redis"] = stack.redis.process.pid
     cpu0 = {k: h.cpu_seconds(pid) for k, pid in pids.items()}
@@ -149,9 +168,14 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     rate_overall = args.changes / (samples[-1][0] - previous)
     h.log(f"pipeline: {rate_10_90:,.0f} changes/s (10-90%); measuring raw XREADGROUP+XACK")
     redis_cpu0, own_cpu0 = h.cpu_seconds(pids["redis"]), time.process_time()
-    raw, raw_count = await raw_rate(stack.config.redis_url, published["events"], stack.config.partitions)  # type: ignore[arg-type]
-    raw_cpu = {"redis (incl. the XADDs that fill the raw streams)": h.cpu_seconds(pids["redis"]) - redis_cpu0,
-               "raw consumer process": time.process_time() - own_cpu0}
+    raw, raw_count = await raw_rate(
+        stack.config.redis_url, published["events"], stack.config.partitions
+    )  # type: ignore[arg-type]
+    raw_cpu = {
+        "redis (incl. the XADDs that fill the raw streams)": h.cpu_seconds(pids["redis"])
+        - redis_cpu0,
+        "raw consumer process": time.process_time() - own_cpu0,
+    }
     routers = sum(v for k, v in cpu.items() if k.startswith("router:"))
     result = {
         "scenario": "ingest",
@@ -168,9 +192,11 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "ratio_overall": round(rate_overall / raw, 3),
         "publish_rate": round(published["publish_rate"], 1),
         "pipeline_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
-        "pipeline_cpu_us_per_change": {"routers": round(routers / args.changes * 1e6, 1),
-                                       "activation": round(cpu["activation"] / args.changes * 1e6, 1),
-                                       "redis": round(cpu["redis"] / args.changes * 1e6, 1)},
+        "pipeline_cpu_us_per_change": {
+            "routers": round(routers / args.changes * 1e6, 1),
+            "activation": round(cpu["activation"] / args.changes * 1e6, 1),
+            "redis": round(cpu["redis"] / args.changes * 1e6, 1),
+        },
         "raw_cpu_s": {k: round(v, 2) for k, v in raw_cpu.items()},
         "pending_contacts_after": pending,
         "coalesced": coalesced,
@@ -181,31 +207,65 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
     return [
-        ("changes (contacts)", f"{r['changes']:,} ({r['contacts']:,})", f"{r['partitions']} partitions, activation paused"),
-        ("pipeline changes/s, 10%-90%", r["pipeline_rate_10_90"], "streams -> Routers -> coalesced activation state"),
-        ("pipeline changes/s, first-last", r["pipeline_rate_overall"], f"{r['pipeline_seconds']} s"),
-        ("raw XREADGROUP+XACK entries/s", r["raw_xreadgroup_xack_rate"], f"same Redis, same run, {r['raw_entries']:,} entries"),
+        (
+            "changes (contacts)",
+            f"{r['changes']:,} ({r['contacts']:,})",
+            f"{r['partitions']} partitions, activation paused",
+        ),
+        (
+            "pipeline changes/s, 10%-90%",
+            r["pipeline_rate_10_90"],
+            "streams -> Routers -> coalesced activation state",
+        ),
+        (
+            "pipeline changes/s, first-last",
+            r["pipeline_rate_overall"],
+            f"{r['pipeline_seconds']} s",
+        ),
+        (
+            "raw XREADGROUP+XACK entries/s",
+            r["raw_xreadgroup_xack_rate"],
+            f"same Redis, same run, {r['raw_entries']:,} entries",
+        ),
         ("ratio (10%-90%)", r["ratio_10_90"], f"goal >= {GOAL_RATIO}"),
         ("ratio (first-last)", r["ratio_overall"], ""),
         ("publisher XADD rate (prefill)", r["publish_rate"], "for scale"),
-        ("CPU us per change: routers / activation / redis",
-         " / ".join(str(v) for v in r["pipeline_cpu_us_per_change"].values()), "during the pipeline run (2 cores in all)"),
-        ("pending contacts after", r["pending_contacts_after"], f"{r['coalesced']:,} changes coalesced"),
+        (
+            "CPU us per change: routers / activation / redis",
+            " / ".join(str(v) for v in r["pipeline_cpu_us_per_change"].values()),
+            "during the pipeline run (2 cores in all)",
+        ),
+        (
+            "pending contacts after",
+            r["pending_contacts_after"],
+            f"{r['coalesced']:,} changes coalesced",
+        ),
         ("goal met", r["goal_met"], ""),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench ingest", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument("--changes", type=int, default=200_000)
     parser.add_argument("--contacts", type=int, default=50_000)
-    parser.add_argument("--partitions", type=int, default=4, help="change-stream partitions, hence Routers")
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="change-stream partitions, hence Routers"
+    )
     h.add_common(parser)
     args = parser.parse_args(argv)
     args.published = {}
-    result = h.run_scenario(scenario, args, emulator_args=("--plan", "addon", "--rate", "100000", "--daily", "100000000"),
-                            partitions=args.partitions, before_service=_prefill(args, args.published))
-    h.emit(f"ingest: {args.changes:,} changes, HubSpot out of the way", rows(result), result, args.json)
+    result = h.run_scenario(
+        scenario,
+        args,
+        emulator_args=("--plan", "addon", "--rate", "100000", "--daily", "100000000"),
+        partitions=args.partitions,
+        before_service=_prefill(args, args.published),
+    )
+    h.emit(
+        f"ingest: {args.changes:,} changes, HubSpot out of the way", rows(result), result, args.json
+    )
     return 0 if result["goal_met"] else 1
 
 

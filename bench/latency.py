@@ -44,10 +44,16 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     redis = h.redis_of(stack)
     try:
         publisher = h.publisher_of(stack, redis)
-        await publisher.publish([AudienceDefined(audience_id="lt", name="Bench Latency"),
-                                 AttributeDefined(attribute_id="score", name="Bench Score", value_type="number")])
+        await publisher.publish(
+            [
+                AudienceDefined(audience_id="lt", name="Bench Latency"),
+                AttributeDefined(attribute_id="score", name="Bench Score", value_type="number"),
+            ]
+        )
         token = f"pat-bench-{secrets.token_hex(6)}"
-        await h.create_activation(stack, redis, "latency", token, audiences=["lt"], attributes=["score"])
+        await h.create_activation(
+            stack, redis, "latency", token, audiences=["lt"], attributes=["score"]
+        )
         handle = await h.activation_handle(stack, "latency")
         await publisher.publish(trickle("warm", 2))  # schema created, connections open
         await h.wait_settled(handle, changes_in=2, timeout=60, quiet=0.5)
@@ -96,13 +102,21 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
     return [
-        ("changes (one contact each)", r["changes"], f"at {r['rate_achieved']}/s (target {r['rate_target']:g}/s)"),
+        (
+            "changes (one contact each)",
+            r["changes"],
+            f"at {r['rate_achieved']}/s (target {r['rate_target']:g}/s)",
+        ),
         ("written / missing", f"{r['written']:,} / {r['missing']}", ""),
         ("p50 XADD -> HubSpot", f"{r['p50_s']} s", f"linger {r['linger_ms']} ms"),
         ("p95", f"{r['p95_s']} s", ""),
         ("p99", f"{r['p99_s']} s", f"goal < {GOAL_P99:g} s"),
         ("max", f"{r['max_s']} s", ""),
-        ("HubSpot calls", r["calls"], f"{r['calls_per_s']}/s, {r['contacts_per_call']} contacts per call"),
+        (
+            "HubSpot calls",
+            r["calls"],
+            f"{r['calls_per_s']}/s, {r['contacts_per_call']} contacts per call",
+        ),
         ("429s", r["rate_limited_429"], ""),
         ("max calls in any 10 s window", r["max_calls_in_any_window"], "limit 100"),
         ("goal met", r["goal_met"], ""),
@@ -110,14 +124,23 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench latency", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="changes per second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--linger-ms", type=int, default=250)
     h.add_common(parser)
     args = parser.parse_args(argv)
-    result = h.run_scenario(scenario, args, emulator_args=("--plan", "starter"), linger_ms=args.linger_ms)
-    h.emit(f"latency: {args.rate:g} changes/s for {args.seconds:g} s, starter plan", rows(result), result, args.json)
+    result = h.run_scenario(
+        scenario, args, emulator_args=("--plan", "starter"), linger_ms=args.linger_ms
+    )
+    h.emit(
+        f"latency: {args.rate:g} changes/s for {args.seconds:g} s, starter plan",
+        rows(result),
+        result,
+        args.json,
+    )
     return 0 if result["goal_met"] else 1
 
 

@@ -76,18 +76,34 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     assert stack.config is not None
     redis = h.redis_of(stack)
     publisher = h.publisher_of(stack, redis)
-    await publisher.publish([AudienceDefined(audience_id="ld", name="Load"),
-                             AttributeDefined(attribute_id="lv", name="Load Value", value_type="number")])
-    await h.create_activation(stack, redis, "load", f"pat-bench-{secrets.token_hex(6)}", audiences=["ld"],
-                              attributes=["lv"], plan="addon", paused=not args.live)
+    await publisher.publish(
+        [
+            AudienceDefined(audience_id="ld", name="Load"),
+            AttributeDefined(attribute_id="lv", name="Load Value", value_type="number"),
+        ]
+    )
+    await h.create_activation(
+        stack,
+        redis,
+        "load",
+        f"pat-bench-{secrets.token_hex(6)}",
+        audiences=["ld"],
+        attributes=["lv"],
+        plan="addon",
+        paused=not args.live,
+    )
     handle = await h.activation_handle(stack, "load")
     pids = {"activation": await h.actor_pid(handle)}
     for p in range(stack.config.partitions):
-        pids[f"router:{p}"] = await h.actor_pid(ray.get_actor(f"router:{p}", namespace=stack.config.namespace))
+        pids[f"router:{p}"] = await h.actor_pid(
+            ray.get_actor(f"router:{p}", namespace=stack.config.namespace)
+        )
     await asyncio.sleep(2.0)  # let the routers and the activation settle
 
     h.log("encoding the events up front ...")
-    ring = prepared(min(args.rate * 10, 1_000_000), args.contacts, stack.config.partitions, stack.config.keys)
+    ring = prepared(
+        min(args.rate * 10, 1_000_000), args.contacts, stack.config.partitions, stack.config.keys
+    )
     samples: list[dict[str, Any]] = []
     published = 0
     stop = asyncio.Event()
@@ -96,9 +112,15 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         t0 = time.monotonic()
         while not stop.is_set():
             s = await h.status(handle)
-            samples.append({"t": round(time.monotonic() - t0, 2), "published": published, "taken_in": s["changes_in"],
-                            "backlog": await backlog(redis, stack),
-                            "rss_mib": {k: round(h.pid_rss(pid) / 2**20, 1) for k, pid in pids.items()}})
+            samples.append(
+                {
+                    "t": round(time.monotonic() - t0, 2),
+                    "published": published,
+                    "taken_in": s["changes_in"],
+                    "backlog": await backlog(redis, stack),
+                    "rss_mib": {k: round(h.pid_rss(pid) / 2**20, 1) for k, pid in pids.items()},
+                }
+            )
             await asyncio.sleep(1.0)
 
     sampler = asyncio.create_task(sample())
@@ -131,8 +153,11 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     await redis.aclose()
 
     steady = [s for s in samples if 10 <= s["t"] <= args.seconds]
-    intake = ((steady[-1]["taken_in"] - steady[0]["taken_in"]) / (steady[-1]["t"] - steady[0]["t"])
-              if len(steady) >= 2 else None)
+    intake = (
+        (steady[-1]["taken_in"] - steady[0]["taken_in"]) / (steady[-1]["t"] - steady[0]["t"])
+        if len(steady) >= 2
+        else None
+    )
     rss_first = steady[0]["rss_mib"] if steady else {}
     rss_last = steady[-1]["rss_mib"] if steady else {}
     return {
@@ -157,32 +182,58 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
 
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
-    growth = {k: round(r["rss_mib_at_end"].get(k, 0) - v, 1) for k, v in r["rss_mib_at_10s"].items()}
+    growth = {
+        k: round(r["rss_mib_at_end"].get(k, 0) - v, 1) for k, v in r["rss_mib_at_10s"].items()
+    }
     return [
-        ("target / published changes/s", f"{r['target_rate']:,} / {r['published_rate']:,.0f}",
-         f"{r['seconds']} s, {r['contacts']:,} contacts, publisher at most {r['publisher_max_behind_s']} s behind"),
-        ("intake changes/s (10 s to the end)", r["intake_rate_steady"], "streams -> coalesced activation state"),
+        (
+            "target / published changes/s",
+            f"{r['target_rate']:,} / {r['published_rate']:,.0f}",
+            f"{r['seconds']} s, {r['contacts']:,} contacts, publisher at most {r['publisher_max_behind_s']} s behind",
+        ),
+        (
+            "intake changes/s (10 s to the end)",
+            r["intake_rate_steady"],
+            "streams -> coalesced activation state",
+        ),
         ("peak backlog (entries not yet routed)", f"{r['peak_backlog_entries']:,}", ""),
-        ("backlog drained after the publisher stopped", f"{r['backlog_drained_s_after_publish_stopped']} s", "lag recovers"),
+        (
+            "backlog drained after the publisher stopped",
+            f"{r['backlog_drained_s_after_publish_stopped']} s",
+            "lag recovers",
+        ),
         ("RSS MiB at 10 s", r["rss_mib_at_10s"], ""),
         ("RSS growth MiB to the end", growth, "flat memory: ~0"),
-        ("changes taken in / coalesced", f"{r['taken_in']:,} / {r['coalesced']:,}",
-         "live: written to the emulator" if r["live"] else "activation paused: HubSpot out of the way"),
+        (
+            "changes taken in / coalesced",
+            f"{r['taken_in']:,} / {r['coalesced']:,}",
+            "live: written to the emulator"
+            if r["live"]
+            else "activation paused: HubSpot out of the way",
+        ),
         ("goal met (intake >= 95% of target, drained < 30 s)", r["goal_met"], ""),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench load", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument("--rate", type=int, default=50_000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--contacts", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--live", action="store_true", help="let the activation write to the emulator too")
+    parser.add_argument(
+        "--live", action="store_true", help="let the activation write to the emulator too"
+    )
     h.add_common(parser)
     args = parser.parse_args(argv)
-    result = h.run_scenario(scenario, args, partitions=args.partitions,
-                            emulator_args=("--plan", "addon", "--rate", "100000", "--daily", "100000000"))
+    result = h.run_scenario(
+        scenario,
+        args,
+        partitions=args.partitions,
+        emulator_args=("--plan", "addon", "--rate", "100000", "--daily", "100000000"),
+    )
     h.emit(f"load: {args.rate:,} changes/s for {args.seconds} s", rows(result), result, args.json)
     return 0 if result["goal_met"] else 1
 

@@ -55,21 +55,38 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     try:
         publisher = h.publisher_of(stack, redis)
         await publisher.publish([AudienceDefined(audience_id="mem", name="Bench Memory")])
-        await h.create_activation(stack, redis, "memory", f"pat-bench-{secrets.token_hex(6)}", audiences=["mem"], paused=True)
+        await h.create_activation(
+            stack,
+            redis,
+            "memory",
+            f"pat-bench-{secrets.token_hex(6)}",
+            audiences=["mem"],
+            paused=True,
+        )
         handle = await h.activation_handle(stack, "memory")
         await h.wait_settled(handle, changes_in=0, timeout=60, quiet=1.0)
         pid = await h.actor_pid(handle)
         idle = await _settle_rss(handle, pid, 5.0)
-        h.log(f"idle ActivationActor (pid {pid}): RSS {idle / 2**20:.1f} MiB; routing {args.routed:,} contacts to it")
-        result: dict[str, Any] = {"scenario": "memory", "idle_actor_rss_bytes": idle,
-                                  "idle_actor_rss_mib": round(idle / 2**20, 1)}
+        h.log(
+            f"idle ActivationActor (pid {pid}): RSS {idle / 2**20:.1f} MiB; routing {args.routed:,} contacts to it"
+        )
+        result: dict[str, Any] = {
+            "scenario": "memory",
+            "idle_actor_rss_bytes": idle,
+            "idle_actor_rss_mib": round(idle / 2**20, 1),
+        }
         if args.routed:
             started = time.monotonic()
             chunk = 100_000
             for start in range(0, args.routed, chunk):
-                await Publisher(redis, stack.config.keys, stack.config.partitions, batch=2000).publish(
-                    [AudienceEntered(audience_id="mem", email=f"m{i:08d}@example.com")
-                     for i in range(start, min(args.routed, start + chunk))])
+                await Publisher(
+                    redis, stack.config.keys, stack.config.partitions, batch=2000
+                ).publish(
+                    [
+                        AudienceEntered(audience_id="mem", email=f"m{i:08d}@example.com")
+                        for i in range(start, min(args.routed, start + chunk))
+                    ]
+                )
             peak = idle
             while True:
                 s = await h.status(handle)
@@ -87,54 +104,104 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             # ActivationCore.checkpoint leaves the Coalescer's snapshot bytes in state.coalescer.
             retained = await handle.__ray_call__.remote(lambda self: len(self.core.state.coalescer))
             encode_s = await handle.__ray_call__.remote(_time_snapshot)
-            result.update({
-                "routed": args.routed,
-                "pending_contacts": s["pending"],
-                "routed_in_s": round(routed_in, 1),
-                "actor_rss_after_bytes": full,
-                "actor_rss_peak_bytes": peak,
-                "actor_bytes_per_pending_contact": round((full - idle) / max(1, s["pending"]), 1),
-                "actor_peak_bytes_per_pending_contact": round((peak - idle) / max(1, s["pending"]), 1),
-                "snapshot_bytes": snap,
-                "snapshot_bytes_retained_in_actor": retained,
-                "snapshot_encode_s": round(encode_s, 3),
-            })
+            result.update(
+                {
+                    "routed": args.routed,
+                    "pending_contacts": s["pending"],
+                    "routed_in_s": round(routed_in, 1),
+                    "actor_rss_after_bytes": full,
+                    "actor_rss_peak_bytes": peak,
+                    "actor_bytes_per_pending_contact": round(
+                        (full - idle) / max(1, s["pending"]), 1
+                    ),
+                    "actor_peak_bytes_per_pending_contact": round(
+                        (peak - idle) / max(1, s["pending"]), 1
+                    ),
+                    "snapshot_bytes": snap,
+                    "snapshot_bytes_retained_in_actor": retained,
+                    "snapshot_encode_s": round(encode_s, 3),
+                }
+            )
     finally:
         await redis.aclose()
     return result
 
 
 def coalescer_figures(contacts: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.coalescer_memory", "--contacts", str(contacts), "--json"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.coalescer_memory", "--contacts", str(contacts), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def rows(r: dict[str, Any]) -> list[h.Row]:
-    out: list[h.Row] = [("idle ActivationActor RSS", f"{r['idle_actor_rss_mib']} MiB", "paused, nothing pending")]
+    out: list[h.Row] = [
+        ("idle ActivationActor RSS", f"{r['idle_actor_rss_mib']} MiB", "paused, nothing pending")
+    ]
     if "routed" in r:
         out += [
-            ("contacts routed to it (pending)", f"{r['routed']:,} ({r['pending_contacts']:,})", f"in {r['routed_in_s']} s"),
-            ("actor RSS after", f"{r['actor_rss_after_bytes'] / 2**20:.1f} MiB", f"peak {r['actor_rss_peak_bytes'] / 2**20:.1f} MiB"),
-            ("actor bytes per pending contact", r["actor_bytes_per_pending_contact"],
-             f"goal <= {GOAL_BYTES}; at the peak {r['actor_peak_bytes_per_pending_contact']}"),
-            ("snapshot size in Redis", f"{r['snapshot_bytes'] / 2**20:.1f} MiB", "rewritten while anything changes (every 5 s or more)"),
-            ("snapshot bytes kept in the actor", f"{r['snapshot_bytes_retained_in_actor'] / 2**20:.1f} MiB",
-             "ActivationCore.state.coalescer after a checkpoint"),
-            ("Coalescer.snapshot() in the actor", f"{r['snapshot_encode_s']} s",
-             "synchronous: the actor's event loop stalls this long per checkpoint"),
+            (
+                "contacts routed to it (pending)",
+                f"{r['routed']:,} ({r['pending_contacts']:,})",
+                f"in {r['routed_in_s']} s",
+            ),
+            (
+                "actor RSS after",
+                f"{r['actor_rss_after_bytes'] / 2**20:.1f} MiB",
+                f"peak {r['actor_rss_peak_bytes'] / 2**20:.1f} MiB",
+            ),
+            (
+                "actor bytes per pending contact",
+                r["actor_bytes_per_pending_contact"],
+                f"goal <= {GOAL_BYTES}; at the peak {r['actor_peak_bytes_per_pending_contact']}",
+            ),
+            (
+                "snapshot size in Redis",
+                f"{r['snapshot_bytes'] / 2**20:.1f} MiB",
+                "rewritten while anything changes (every 5 s or more)",
+            ),
+            (
+                "snapshot bytes kept in the actor",
+                f"{r['snapshot_bytes_retained_in_actor'] / 2**20:.1f} MiB",
+                "ActivationCore.state.coalescer after a checkpoint",
+            ),
+            (
+                "Coalescer.snapshot() in the actor",
+                f"{r['snapshot_encode_s']} s",
+                "synchronous: the actor's event loop stalls this long per checkpoint",
+            ),
         ]
     if "coalescer" in r:
         c = r["coalescer"]
-        out += [("Coalescer alone, bytes per contact (tracemalloc)", c["bytes_per_contact_tracemalloc"], f"{c['contacts']:,} contacts"),
-                ("Coalescer alone, bytes per contact (RSS)", c["bytes_per_contact_rss"], f"goal <= {GOAL_BYTES}")]
+        out += [
+            (
+                "Coalescer alone, bytes per contact (tracemalloc)",
+                c["bytes_per_contact_tracemalloc"],
+                f"{c['contacts']:,} contacts",
+            ),
+            (
+                "Coalescer alone, bytes per contact (RSS)",
+                c["bytes_per_contact_rss"],
+                f"goal <= {GOAL_BYTES}",
+            ),
+        ]
     out.append(("goal met", r["goal_met"], ""))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--routed", type=int, default=1_000_000, help="contacts routed to the paused actor (0: idle only)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench memory", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument(
+        "--routed",
+        type=int,
+        default=1_000_000,
+        help="contacts routed to the paused actor (0: idle only)",
+    )
     parser.add_argument("--coalescer-contacts", type=int, default=1_000_000)
     parser.add_argument("--skip-coalescer", action="store_true")
     h.add_common(parser)
@@ -148,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         result["coalescer"] = coalescer_figures(args.coalescer_contacts)
         goals.append(bool(result["coalescer"]["within_goal"]))
     result["goal_met"] = bool(goals) and all(goals)
-    h.emit("memory: ActivationActor RSS and bytes per pending contact", rows(result), result, args.json)
+    h.emit(
+        "memory: ActivationActor RSS and bytes per pending contact", rows(result), result, args.json
+    )
     return 0 if result["goal_met"] else 1
 
 

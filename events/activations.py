@@ -120,7 +120,9 @@ class Activations(msgspec.Struct):
         if len(named) == 1:
             return named[0]
         if named:
-            raise CommandRejected(f"several activations are named {ref!r}; use the id ({', '.join(s.activation_id for s in named)})")
+            raise CommandRejected(
+                f"several activations are named {ref!r}; use the id ({', '.join(s.activation_id for s in named)})"
+            )
         raise CommandRejected(f"no activation {ref!r}; `hubsync activation list` shows them")
 
     def decide(self, event: ControlEvent) -> list[ControlEvent]:
@@ -130,7 +132,9 @@ class Activations(msgspec.Struct):
                 if event.activation_id in self.by_id:
                     raise CommandRejected(f"activation {event.activation_id!r} already exists")
                 if any(s.name == event.name for s in self.by_id.values()):
-                    raise CommandRejected(f"an activation named {event.name!r} already exists; pick another name")
+                    raise CommandRejected(
+                        f"an activation named {event.name!r} already exists; pick another name"
+                    )
                 return [event]
         spec = self.find(event.activation_id)
         match event:
@@ -148,7 +152,9 @@ class Activations(msgspec.Struct):
                 return []
         return [event]
 
-    async def execute(self, redis: aioredis.Redis, keys: Keys, event: ControlEvent) -> list[ControlEvent]:
+    async def execute(
+        self, redis: aioredis.Redis, keys: Keys, event: ControlEvent
+    ) -> list[ControlEvent]:
         """Decide against the latest state, then append; returns what was appended."""
         await self.refresh(redis, keys)
         decided = self.decide(event)

@@ -72,4 +72,6 @@ class Catalog(msgspec.Struct):
             return None
         if attribute_id in self.deleted_attributes:
             return f"attribute {attribute_id!r} was deleted; publish attribute_defined again to reuse the id"
-        return f"unknown attribute {attribute_id!r}: publish an attribute_defined event for it first"
+        return (
+            f"unknown attribute {attribute_id!r}: publish an attribute_defined event for it first"
+        )

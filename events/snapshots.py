@@ -31,7 +31,9 @@ class SnapshotStore:
         self._redis = redis
         self._keys = keys
 
-    async def save(self, name: str, state: bytes, positions: dict[str, int], *, saved_at: float | None = None) -> None:
+    async def save(
+        self, name: str, state: bytes, positions: dict[str, int], *, saved_at: float | None = None
+    ) -> None:
         snap = Snapshot(state, positions, time.time() if saved_at is None else saved_at)
         await self._redis.set(self._keys.snapshot(name), _encode(snap))
 

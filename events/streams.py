@@ -111,7 +111,9 @@ class Keys:
         return f"{self.namespace}:governor:{{{fingerprint}}}:status"
 
 
-async def ensure_partitions(redis: aioredis.Redis, keys: Keys, default: int = DEFAULT_PARTITIONS) -> int:
+async def ensure_partitions(
+    redis: aioredis.Redis, keys: Keys, default: int = DEFAULT_PARTITIONS
+) -> int:
     """The number of change-stream partitions: written once (first start), then fixed."""
     if default < 1:
         raise ValueError("partitions must be at least 1")
@@ -122,7 +124,9 @@ async def ensure_partitions(redis: aioredis.Redis, keys: Keys, default: int = DE
 class Publisher:
     """Writes CDP events to the streams, partitioned by email, pipelined in batches."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, partitions: int, *, batch: int = 500) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, partitions: int, *, batch: int = 500
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._partitions = partitions
@@ -160,8 +164,14 @@ async def append_control(redis: aioredis.Redis, keys: Keys, event: ControlEvent)
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-async def read_after(redis: aioredis.Redis, stream: str, last_id: str, *, field: bytes = EVENT_FIELD,
-                     page: int = 1000) -> AsyncIterator[tuple[str, bytes | None]]:
+async def read_after(
+    redis: aioredis.Redis,
+    stream: str,
+    last_id: str,
+    *,
+    field: bytes = EVENT_FIELD,
+    page: int = 1000,
+) -> AsyncIterator[tuple[str, bytes | None]]:
     """Every entry of ``stream`` after ``last_id``, in order, as (id, the field's raw value):
     how a process folds a small stream (control, catalog, an inbox) from where it stood."""
     while rows := await redis.xrange(stream, min=f"({last_id}", count=page):
@@ -240,7 +250,11 @@ class StreamConsumer:
                 raise
             await self.ensure_group()  # the stream was deleted under us: start again
             return []
-        return [self._entry(i, f) for _, rows in reply for i, f in rows if f is not None] if reply else []
+        return (
+            [self._entry(i, f) for _, rows in reply for i, f in rows if f is not None]
+            if reply
+            else []
+        )
 
     async def _claim(self) -> list[Entry]:
         cursor, rows, *_ = await self._redis.xautoclaim(
@@ -286,7 +300,12 @@ class DeadLetters:
         """Add the parking to a pipeline, so it commits together with the rest of a step."""
         pipe.xadd(
             self._keys.dead,
-            {b"stream": letter.stream, b"id": letter.id, b"reason": letter.reason, b"raw": letter.raw},
+            {
+                b"stream": letter.stream,
+                b"id": letter.id,
+                b"reason": letter.reason,
+                b"raw": letter.raw,
+            },
             maxlen=self._maxlen,
             approximate=True,
         )
@@ -317,7 +336,9 @@ class DeadLetters:
         return int(await self._redis.xlen(self._keys.dead))
 
 
-def decode_entries(entries: Sequence[Entry]) -> tuple[list[tuple[Entry, CdpEvent]], list[DeadLetter]]:
+def decode_entries(
+    entries: Sequence[Entry],
+) -> tuple[list[tuple[Entry, CdpEvent]], list[DeadLetter]]:
     """Decode CDP entries: the good ones with their event, the bad ones as dead letters."""
     good: list[tuple[Entry, CdpEvent]] = []
     dead: list[DeadLetter] = []

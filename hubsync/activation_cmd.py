@@ -38,7 +38,9 @@ __all__ = ["activation", "open_redis", "secret_key"]
 
 T = TypeVar("T")
 PLANS = ["free", "starter", "professional", "enterprise", "addon"]
-WAIT = click.option("--wait", is_flag=True, help="Follow the backfill with progress bars until it is done.")
+WAIT = click.option(
+    "--wait", is_flag=True, help="Follow the backfill with progress bars until it is done."
+)
 
 
 def secret_key(config: Config) -> str:
@@ -52,8 +54,8 @@ def secret_key(config: Config) -> str:
     if config.redis_url:
         raise click.UsageError(
             "HUBSYNC_REDIS_URL is set but HUBSYNC_SECRET_KEY is not: with a shared Redis, set the same "
-            "HUBSYNC_SECRET_KEY everywhere hubsync runs (create one with: python -c \"from cryptography.fernet "
-            "import Fernet; print(Fernet.generate_key().decode())\")"
+            'HUBSYNC_SECRET_KEY everywhere hubsync runs (create one with: python -c "from cryptography.fernet '
+            'import Fernet; print(Fernet.generate_key().decode())")'
         )
     return load_or_create_key(config.home)
 
@@ -89,21 +91,63 @@ def activation() -> None:
 
 @activation.command()
 @click.option("--name", required=True, help="A name people recognise, unique among activations.")
-@click.option("--token-env", required=True, metavar="VAR",
-              help="Environment variable holding the HubSpot private-app token or service key.")
-@click.option("--base-url", default="https://api.hubapi.com", show_default=True,
-              help="HubSpot's API, or the emulator's URL.")
-@click.option("--plan", type=click.Choice(PLANS), default="starter", show_default=True,
-              help="The HubSpot plan, which sets the API limits (refined from HubSpot's headers).")
-@click.option("--api-version", type=click.Choice(["v3", "2026-03"]), default="2026-03", show_default=True)
-@click.option("--audience", "audiences", multiple=True, metavar="ID", help="A CDP audience id to sync (repeatable).")
-@click.option("--attribute", "attributes", multiple=True, metavar="ID", help="A CDP attribute id to sync (repeatable).")
-@click.option("--update-only", is_flag=True, help="Only update contacts already in HubSpot; never create any.")
+@click.option(
+    "--token-env",
+    required=True,
+    metavar="VAR",
+    help="Environment variable holding the HubSpot private-app token or service key.",
+)
+@click.option(
+    "--base-url",
+    default="https://api.hubapi.com",
+    show_default=True,
+    help="HubSpot's API, or the emulator's URL.",
+)
+@click.option(
+    "--plan",
+    type=click.Choice(PLANS),
+    default="starter",
+    show_default=True,
+    help="The HubSpot plan, which sets the API limits (refined from HubSpot's headers).",
+)
+@click.option(
+    "--api-version", type=click.Choice(["v3", "2026-03"]), default="2026-03", show_default=True
+)
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    metavar="ID",
+    help="A CDP audience id to sync (repeatable).",
+)
+@click.option(
+    "--attribute",
+    "attributes",
+    multiple=True,
+    metavar="ID",
+    help="A CDP attribute id to sync (repeatable).",
+)
+@click.option(
+    "--update-only", is_flag=True, help="Only update contacts already in HubSpot; never create any."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--dry-run", is_flag=True, help="Show the properties and the backfill plan; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show the properties and the backfill plan; change nothing."
+)
 @WAIT
-def create(name: str, token_env: str, base_url: str, plan: str, api_version: str, audiences: tuple[str, ...],
-           attributes: tuple[str, ...], update_only: bool, as_json: bool, dry_run: bool, wait: bool) -> None:
+def create(
+    name: str,
+    token_env: str,
+    base_url: str,
+    plan: str,
+    api_version: str,
+    audiences: tuple[str, ...],
+    attributes: tuple[str, ...],
+    update_only: bool,
+    as_json: bool,
+    dry_run: bool,
+    wait: bool,
+) -> None:
     """Create an activation; prints its id. The token is read from the environment, never argv."""
     if dry_run:
         _dry_run(plan, audiences, attributes, as_json)
@@ -132,44 +176,77 @@ def create(name: str, token_env: str, base_url: str, plan: str, api_version: str
         catalog = Catalog()
         await catalog.refresh(redis, config.keys)
         await Activations().execute(redis, config.keys, event)
-        return [p for p in [*(catalog.audience_problem(a) for a in audiences),
-                            *(catalog.attribute_problem(t) for t in attributes)] if p]
+        return [
+            p
+            for p in [
+                *(catalog.audience_problem(a) for a in audiences),
+                *(catalog.attribute_problem(t) for t in attributes),
+            ]
+            if p
+        ]
 
     warnings = with_redis(config, work)
     for warning in warnings:
         click.echo(f"note: {warning}; it syncs once defined", err=True)
     if as_json:
-        click.echo(json.dumps({"activation_id": event.activation_id, "name": name,
-                               "token_fingerprint": event.token_fingerprint}))
+        click.echo(
+            json.dumps(
+                {
+                    "activation_id": event.activation_id,
+                    "name": name,
+                    "token_fingerprint": event.token_fingerprint,
+                }
+            )
+        )
     else:
         click.echo(event.activation_id)
     if wait:
         follow(config, event.activation_id)
 
 
-def _dry_run(plan: str, audiences: tuple[str, ...], attributes: tuple[str, ...], as_json: bool) -> None:
+def _dry_run(
+    plan: str, audiences: tuple[str, ...], attributes: tuple[str, ...], as_json: bool
+) -> None:
     from hubsync.operations import plan_activation
 
     config = _config()
-    result = with_redis(config, lambda redis: plan_activation(
-        redis, config.keys, plan=plan, audiences=audiences, attributes=attributes))
+    result = with_redis(
+        config,
+        lambda redis: plan_activation(
+            redis, config.keys, plan=plan, audiences=audiences, attributes=attributes
+        ),
+    )
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
     console = Console()
-    table = Table("property", "label", "type", "fieldType", "contacts to backfill",
-                  title="would create, in the group Raptor Smart Advisor CDP")
+    table = Table(
+        "property",
+        "label",
+        "type",
+        "fieldType",
+        "contacts to backfill",
+        title="would create, in the group Raptor Smart Advisor CDP",
+    )
     for p in result.properties:
-        table.add_row(p["name"], p["label"], p["type"], p["fieldType"], f"{result.contacts[p['key']]:,}")
+        table.add_row(
+            p["name"], p["label"], p["type"], p["fieldType"], f"{result.contacts[p['key']]:,}"
+        )
     console.print(table)
-    console.print(f"backfill: at most {result.calls:,} HubSpot calls, about {result.seconds_at_limits:,.0f}s at the "
-                  f"{plan} plan's limits, {result.share_of_daily_budget:.2%} of the daily budget")
+    console.print(
+        f"backfill: at most {result.calls:,} HubSpot calls, about {result.seconds_at_limits:,.0f}s at the "
+        f"{plan} plan's limits, {result.share_of_daily_budget:.2%} of the daily budget"
+    )
     for missing in result.unknown:
-        console.print(f"[yellow]note[/]: {missing} is not defined in the CDP yet; it syncs once defined")
+        console.print(
+            f"[yellow]note[/]: {missing} is not defined in the CDP yet; it syncs once defined"
+        )
     console.print("dry run: nothing was created")
 
 
-def _simple(make: Callable[[ActivationSpec], ControlEvent], done: str, *, wait: bool = False) -> Callable[[str], None]:
+def _simple(
+    make: Callable[[ActivationSpec], ControlEvent], done: str, *, wait: bool = False
+) -> Callable[[str], None]:
     def run(ref: str) -> None:
         config = _config()
 
@@ -209,23 +286,42 @@ def follow(config: Config, activation_id: str, *, timeout: float | None = None) 
         started = time.monotonic()
         tasks: dict[str, Any] = {}
         seen_after = time.time()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-                      disable=not console.is_terminal) as bars:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as bars:
             while timeout is None or time.monotonic() - started < timeout:
                 status = await read_status(redis, config.keys, activation_id) or {}
                 fresh = status.get("updated_at", 0) > seen_after + 1  # published after our command
                 for key, b in (status.get("backfills") or {}).items():
                     if key not in tasks:
-                        tasks[key] = bars.add_task(f"backfill {key}", total=b["total"] or None, rate="")
+                        tasks[key] = bars.add_task(
+                            f"backfill {key}", total=b["total"] or None, rate=""
+                        )
                     elapsed = b.get("elapsed_s") or 0
                     rate = f"{b['done'] / elapsed:,.0f} contacts/s" if elapsed > 1 else ""
-                    bars.update(tasks[key], completed=b["done"], total=b["total"] or None, rate=rate)
-                if fresh and status.get("pending") == 0 and all(
-                        not b.get("loading") and b["done"] >= b["total"] for b in (status.get("backfills") or {}).values()):
+                    bars.update(
+                        tasks[key], completed=b["done"], total=b["total"] or None, rate=rate
+                    )
+                if (
+                    fresh
+                    and status.get("pending") == 0
+                    and all(
+                        not b.get("loading") and b["done"] >= b["total"]
+                        for b in (status.get("backfills") or {}).values()
+                    )
+                ):
                     return
                 await asyncio.sleep(0.5)
-            raise CommandRejected(f"still running after {timeout:.0f}s; `hubsync status` shows progress")
+            raise CommandRejected(
+                f"still running after {timeout:.0f}s; `hubsync status` shows progress"
+            )
 
     with_redis(config, watch)
     click.echo("in step: nothing pending")
@@ -260,8 +356,11 @@ def delete(ref: str) -> None:
 @WAIT
 def add_audience(ref: str, audience_id: str, wait: bool) -> None:
     """Sync one more audience; its current members are backfilled."""
-    _simple(lambda s: AudienceAdded(activation_id=s.activation_id, audience_id=audience_id), "added; backfill starts",
-            wait=wait)(ref)
+    _simple(
+        lambda s: AudienceAdded(activation_id=s.activation_id, audience_id=audience_id),
+        "added; backfill starts",
+        wait=wait,
+    )(ref)
 
 
 @activation.command("remove-audience")
@@ -269,7 +368,9 @@ def add_audience(ref: str, audience_id: str, wait: bool) -> None:
 @click.argument("audience_id")
 def remove_audience(ref: str, audience_id: str) -> None:
     """Stop syncing an audience (its HubSpot property stays)."""
-    _simple(lambda s: AudienceRemoved(activation_id=s.activation_id, audience_id=audience_id), "removed")(ref)
+    _simple(
+        lambda s: AudienceRemoved(activation_id=s.activation_id, audience_id=audience_id), "removed"
+    )(ref)
 
 
 @activation.command("add-attribute")
@@ -278,8 +379,11 @@ def remove_audience(ref: str, audience_id: str) -> None:
 @WAIT
 def add_attribute(ref: str, attribute_id: str, wait: bool) -> None:
     """Sync one more calculated attribute; current values are backfilled."""
-    _simple(lambda s: AttributeAdded(activation_id=s.activation_id, attribute_id=attribute_id), "added; backfill starts",
-            wait=wait)(ref)
+    _simple(
+        lambda s: AttributeAdded(activation_id=s.activation_id, attribute_id=attribute_id),
+        "added; backfill starts",
+        wait=wait,
+    )(ref)
 
 
 @activation.command("remove-attribute")
@@ -287,7 +391,10 @@ def add_attribute(ref: str, attribute_id: str, wait: bool) -> None:
 @click.argument("attribute_id")
 def remove_attribute(ref: str, attribute_id: str) -> None:
     """Stop syncing a calculated attribute (its HubSpot property stays)."""
-    _simple(lambda s: AttributeRemoved(activation_id=s.activation_id, attribute_id=attribute_id), "removed")(ref)
+    _simple(
+        lambda s: AttributeRemoved(activation_id=s.activation_id, attribute_id=attribute_id),
+        "removed",
+    )(ref)
 
 
 @activation.command()
@@ -295,14 +402,22 @@ def remove_attribute(ref: str, attribute_id: str) -> None:
 @WAIT
 def resync(ref: str, wait: bool) -> None:
     """Re-send every current value (repair after someone edited HubSpot by hand)."""
-    _simple(lambda s: ResyncRequested(activation_id=s.activation_id), "resync requested; `hubsync status` shows its progress",
-            wait=wait)(ref)
+    _simple(
+        lambda s: ResyncRequested(activation_id=s.activation_id),
+        "resync requested; `hubsync status` shows its progress",
+        wait=wait,
+    )(ref)
 
 
 @activation.command()
 @click.argument("ref")
 @click.option("--fix", is_flag=True, help="If anything differs, request a resync.")
-@click.option("--rate", default=10, show_default=True, help="Calls per 10 s verify may use (the service keeps the rest).")
+@click.option(
+    "--rate",
+    default=10,
+    show_default=True,
+    help="Calls per 10 s verify may use (the service keeps the rest).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
     """Read the activation's values back from HubSpot and report drift from the CDP."""
@@ -321,28 +436,47 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         spec = state.find(ref)
         status = await read_status(redis, config.keys, spec.activation_id)
         if not status or not status.get("properties"):
-            raise CommandRejected("this activation has not synced anything yet: start `hubsync up` and wait for it")
+            raise CommandRejected(
+                "this activation has not synced anything yet: start `hubsync up` and wait for it"
+            )
         catalog = Catalog()
         await catalog.refresh(redis, config.keys)
         expected = await expected_values(redis, config.keys, spec, catalog, status["properties"])
-        with Progress(transient=True, disable=as_json or not sys.stderr.isatty(), console=Console(stderr=True)) as bar:
+        with Progress(
+            transient=True, disable=as_json or not sys.stderr.isatty(), console=Console(stderr=True)
+        ) as bar:
             task = bar.add_task("reading HubSpot", total=len(expected))
-            drift = await run_verify(spec, key, expected, calls_per_window=rate,
-                                     on_progress=lambda done, total: bar.update(task, completed=done))
+            drift = await run_verify(
+                spec,
+                key,
+                expected,
+                calls_per_window=rate,
+                on_progress=lambda done, total: bar.update(task, completed=done),
+            )
         fixed = False
         if fix and drift.differing:
-            await state.execute(redis, config.keys, ResyncRequested(activation_id=spec.activation_id))
+            await state.execute(
+                redis, config.keys, ResyncRequested(activation_id=spec.activation_id)
+            )
             fixed = True
-        return {"activation_id": spec.activation_id, "checked": drift.checked, "differing": len(drift.differing),
-                "missing_in_hubspot": drift.missing_in_hubspot, "calls": drift.calls,
-                "examples": drift.differing[:20], "resync_requested": fixed}
+        return {
+            "activation_id": spec.activation_id,
+            "checked": drift.checked,
+            "differing": len(drift.differing),
+            "missing_in_hubspot": drift.missing_in_hubspot,
+            "calls": drift.calls,
+            "examples": drift.differing[:20],
+            "resync_requested": fixed,
+        }
 
     report = with_redis(config, work)
     if as_json:
         click.echo(json.dumps(report))
     else:
-        click.echo(f"checked {report['checked']:,} contacts with {report['calls']} calls: {report['differing']:,} differ "
-                   f"({report['missing_in_hubspot']:,} missing in HubSpot)")
+        click.echo(
+            f"checked {report['checked']:,} contacts with {report['calls']} calls: {report['differing']:,} differ "
+            f"({report['missing_in_hubspot']:,} missing in HubSpot)"
+        )
         for example in report["examples"][:10]:
             click.echo(f"  {example['email']}: HubSpot {example['hubspot']} / CDP {example['cdp']}")
         if report["resync_requested"]:
@@ -387,8 +521,15 @@ def list_(as_json: bool) -> None:
         return
     table = Table("id", "name", "plan", "mode", "audiences", "attributes", "state")
     for s in specs:
-        table.add_row(s.activation_id, s.name, s.plan, s.mode, ", ".join(sorted(s.audiences)),
-                      ", ".join(sorted(s.attributes)), f"paused: {s.pause_reason}" if s.paused else "active")
+        table.add_row(
+            s.activation_id,
+            s.name,
+            s.plan,
+            s.mode,
+            ", ".join(sorted(s.audiences)),
+            ", ".join(sorted(s.attributes)),
+            f"paused: {s.pause_reason}" if s.paused else "active",
+        )
     Console().print(table)
 
 
@@ -405,12 +546,13 @@ def show(ref: str, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
-        return {**describe(spec), "status": await read_status(redis, config.keys, spec.activation_id)}
+        return {
+            **describe(spec),
+            "status": await read_status(redis, config.keys, spec.activation_id),
+        }
 
     info = with_redis(config, work)
     if as_json:
         click.echo(json.dumps(info))
     else:
         Console().print_json(json.dumps(info))
-
-

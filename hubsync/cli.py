@@ -58,9 +58,17 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
         size = os.fstat(file.fileno()).st_size if file.seekable() else None
     except (OSError, AttributeError):
         size = None
-    progress = Progress(TextColumn("publishing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TextColumn("{task.fields[events]} events"), TimeRemainingColumn(),
-                        console=err, disable=not err.is_terminal or not size, transient=True)
+    progress = Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal or not size,
+        transient=True,
+    )
 
     def counted(task: object) -> Iterator[bytes]:
         for line in file:
@@ -73,7 +81,11 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
             with progress:
                 task = progress.add_task("publish", total=size, events=0)
                 report = await publish_lines(
-                    client, config.keys, counted(task), partitions=config.partitions, batch=batch,
+                    client,
+                    config.keys,
+                    counted(task),
+                    partitions=config.partitions,
+                    batch=batch,
                     on_progress=lambda n: progress.update(task, events=n),
                 )
         finally:
@@ -119,8 +131,14 @@ def up() -> None:
 
 
 @main.command()
-@click.option("--contacts", default=8_000, show_default=True, help="How many CDP contacts the story has.")
-@click.option("--keep-running", is_flag=True, help="Leave everything up (with the Ray dashboard) until Ctrl-C.")
+@click.option(
+    "--contacts", default=8_000, show_default=True, help="How many CDP contacts the story has."
+)
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="Leave everything up (with the Ray dashboard) until Ctrl-C.",
+)
 def demo(contacts: int, keep_running: bool) -> None:
     """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end, then stop."""
     from hubsync.demo import run_demo

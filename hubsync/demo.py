@@ -44,12 +44,22 @@ CATEGORIES = ["shoes", "outdoor", "kitchen", "books"]
 DEFINITIONS: list[CdpEvent] = [
     AudienceDefined(audience_id="abandon_basket", name="Abandon Basket"),
     AttributeDefined(attribute_id="ltv", name="Lifetime value", value_type="number"),
-    AttributeDefined(attribute_id="category", name="Preferred category", value_type="enumeration", options=CATEGORIES),
+    AttributeDefined(
+        attribute_id="category",
+        name="Preferred category",
+        value_type="enumeration",
+        options=CATEGORIES,
+    ),
     AttributeDefined(attribute_id="last_order", name="Last order date", value_type="date"),
     AttributeDefined(attribute_id="vip", name="VIP", value_type="bool"),
 ]
-PROPERTY = {"abandon_basket": "raptor_abandon_basket", "ltv": "raptor_lifetime_value",
-            "category": "raptor_preferred_category", "last_order": "raptor_last_order_date", "vip": "raptor_vip"}
+PROPERTY = {
+    "abandon_basket": "raptor_abandon_basket",
+    "ltv": "raptor_lifetime_value",
+    "category": "raptor_preferred_category",
+    "last_order": "raptor_last_order_date",
+    "vip": "raptor_vip",
+}
 
 
 class Story:
@@ -60,10 +70,17 @@ class Story:
         self.expected: dict[str, dict[str, str]] = {}
         self.before: list[CdpEvent] = []  # happened before the activation existed: backfilled
         self.after: list[CdpEvent] = []  # happens while it runs: realtime
-        emails = [f"{name}.{i}@example.com" for i, name in enumerate(rng.choices(["ada", "grace", "alan", "edsger", "barbara", "ken"], k=contacts))]
+        emails = [
+            f"{name}.{i}@example.com"
+            for i, name in enumerate(
+                rng.choices(["ada", "grace", "alan", "edsger", "barbara", "ken"], k=contacts)
+            )
+        ]
         for email in emails:
             ltv = round(rng.uniform(10, 5000), 2)
-            self._attr(self.before, email, "ltv", ltv, f"{ltv:g}" if ltv != int(ltv) else str(int(ltv)))
+            self._attr(
+                self.before, email, "ltv", ltv, f"{ltv:g}" if ltv != int(ltv) else str(int(ltv))
+            )
             category = rng.choice(CATEGORIES)
             self._attr(self.before, email, "category", category, category)
             day = f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}"
@@ -83,25 +100,42 @@ class Story:
                 self._member(self.after, email, True)
             if i % 5 == 0:  # a new order changes their value
                 ltv = round(rng.uniform(10, 5000), 2)
-                self._attr(self.after, email, "ltv", ltv, f"{ltv:g}" if ltv != int(ltv) else str(int(ltv)))
+                self._attr(
+                    self.after, email, "ltv", ltv, f"{ltv:g}" if ltv != int(ltv) else str(int(ltv))
+                )
 
     def _member(self, into: list[CdpEvent], email: str, entered: bool) -> None:
-        into.append((AudienceEntered if entered else AudienceLeft)(audience_id="abandon_basket", email=email))
-        self.expected.setdefault(email, {})[PROPERTY["abandon_basket"]] = "true" if entered else "false"
+        into.append(
+            (AudienceEntered if entered else AudienceLeft)(
+                audience_id="abandon_basket", email=email
+            )
+        )
+        self.expected.setdefault(email, {})[PROPERTY["abandon_basket"]] = (
+            "true" if entered else "false"
+        )
 
-    def _attr(self, into: list[CdpEvent], email: str, attribute: str, value: Any, text: str) -> None:
+    def _attr(
+        self, into: list[CdpEvent], email: str, attribute: str, value: Any, text: str
+    ) -> None:
         into.append(AttributeChanged(attribute_id=attribute, email=email, value=value))
         self.expected.setdefault(email, {})[PROPERTY[attribute]] = text
 
     def differences(self, hubspot: dict[str, dict[str, str]]) -> int:
         return sum(
-            1 for email, props in self.expected.items() for prop, value in props.items()
+            1
+            for email, props in self.expected.items()
+            for prop, value in props.items()
             if hubspot.get(email, {}).get(prop) != value
         )
 
 
-def run_demo(*, contacts: int = 8_000, keep_running: bool = False, console: Console | None = None,
-             wait: Callable[[], None] | None = None) -> int:
+def run_demo(
+    *,
+    contacts: int = 8_000,
+    keep_running: bool = False,
+    console: Console | None = None,
+    wait: Callable[[], None] | None = None,
+) -> int:
     console = console or Console()
     started = time.monotonic()
     with console.status("starting Redis, the HubSpot emulator and Ray on 127.0.0.1 ...") as spinner:
@@ -110,9 +144,15 @@ def run_demo(*, contacts: int = 8_000, keep_running: bool = False, console: Cons
         spinner.update("running")
     try:
         assert stack.config is not None and stack.service is not None
-        console.print(f"[green]✓[/] up in {time.monotonic() - started:.1f}s: Redis {stack.config.redis_url}, "
-                      f"HubSpot emulator {stack.emulator.url}"
-                      + (f", Ray dashboard {stack.service.dashboard_url}" if stack.service.dashboard_url else ""))
+        console.print(
+            f"[green]✓[/] up in {time.monotonic() - started:.1f}s: Redis {stack.config.redis_url}, "
+            f"HubSpot emulator {stack.emulator.url}"
+            + (
+                f", Ray dashboard {stack.service.dashboard_url}"
+                if stack.service.dashboard_url
+                else ""
+            )
+        )
         story = Story(contacts)
         ok = asyncio.run(_play(stack, story, console))
         if keep_running:
@@ -125,7 +165,9 @@ def run_demo(*, contacts: int = 8_000, keep_running: bool = False, console: Cons
     finally:
         with console.status("stopping ..."):
             stack.stop()
-        console.print(f"[green]✓[/] stopped; nothing left running ({time.monotonic() - started:.0f}s in all)")
+        console.print(
+            f"[green]✓[/] stopped; nothing left running ({time.monotonic() - started:.0f}s in all)"
+        )
 
 
 def _forever() -> None:
@@ -142,22 +184,36 @@ async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
     try:
         await publisher.publish(DEFINITIONS)
         await publisher.publish(story.before)
-        console.print(f"[green]✓[/] the CDP defined 1 audience and 4 calculated attributes and published "
-                      f"{len(story.before):,} events of history for {len(story.expected):,} contacts")
+        console.print(
+            f"[green]✓[/] the CDP defined 1 audience and 4 calculated attributes and published "
+            f"{len(story.before):,} events of history for {len(story.expected):,} contacts"
+        )
         token = f"pat-demo-{secrets.token_hex(8)}"
         activation_id = "demo"
         await _wait_projected(redis, config, len(story.before))
-        await Activations().execute(redis, config.keys, ActivationCreated(
-            activation_id=activation_id, name="Demo: Abandon Basket to HubSpot",
-            token_sealed=Sealer(secret_key(config)).seal(token), token_fingerprint=token_fingerprint(token),
-            base_url=stack.emulator.url, plan="starter",
-            audiences=("abandon_basket",), attributes=("ltv", "category", "last_order", "vip"),
-        ))
-        console.print(f"[green]✓[/] activation [bold]{activation_id}[/] created (starter plan: 100 calls per 10 s; "
-                      f"token {token_fingerprint(token)}…): backfilling, then live")
+        await Activations().execute(
+            redis,
+            config.keys,
+            ActivationCreated(
+                activation_id=activation_id,
+                name="Demo: Abandon Basket to HubSpot",
+                token_sealed=Sealer(secret_key(config)).seal(token),
+                token_fingerprint=token_fingerprint(token),
+                base_url=stack.emulator.url,
+                plan="starter",
+                audiences=("abandon_basket",),
+                attributes=("ltv", "category", "last_order", "vip"),
+            ),
+        )
+        console.print(
+            f"[green]✓[/] activation [bold]{activation_id}[/] created (starter plan: 100 calls per 10 s; "
+            f"token {token_fingerprint(token)}…): backfilling, then live"
+        )
         await publisher.publish(story.after)
-        console.print(f"[green]✓[/] published {len(story.after):,} live events (contacts leaving, entering, "
-                      "flipping back and forth; new orders)")
+        console.print(
+            f"[green]✓[/] published {len(story.after):,} live events (contacts leaving, entering, "
+            "flipping back and forth; new orders)"
+        )
         events_in = len(DEFINITIONS) + len(story.before) + len(story.after)
         synced_at = await _progress(redis, config, admin, story, console, activation_id)
         await _report(redis, config, admin, story, console, activation_id, events_in, synced_at)
@@ -175,29 +231,54 @@ async def _wait_projected(redis: aioredis.Redis, config: Any, total: int) -> Non
         positions = [await projections.position(p) for p in range(config.partitions)]
         if all(positions):
             lengths = [await redis.xlen(config.keys.changes(p)) for p in range(config.partitions)]
-            pending = [await redis.xpending(config.keys.changes(p), "routers") for p in range(config.partitions)]
+            pending = [
+                await redis.xpending(config.keys.changes(p), "routers")
+                for p in range(config.partitions)
+            ]
             if all(x["pending"] == 0 for x in pending) and sum(lengths) >= total:
-                info = [await redis.xinfo_groups(config.keys.changes(p)) for p in range(config.partitions)]
+                info = [
+                    await redis.xinfo_groups(config.keys.changes(p))
+                    for p in range(config.partitions)
+                ]
                 if all(g[0].get("lag", 0) in (0, None) for g in info if g):
                     return
         await asyncio.sleep(0.2)
 
 
-async def _progress(redis: aioredis.Redis, config: Any, admin: Any, story: Story, console: Console, activation_id: str) -> float | None:
+async def _progress(
+    redis: aioredis.Redis,
+    config: Any,
+    admin: Any,
+    story: Story,
+    console: Console,
+    activation_id: str,
+) -> float | None:
     from hubsync.status import read_status
 
     total = sum(len(p) for p in story.expected.values())
     start = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("HubSpot in step", total=total, info="")
         while time.monotonic() - start < 100:
             hubspot = await asyncio.to_thread(admin.contact_properties)
             wrong = story.differences(hubspot)
             stats = await asyncio.to_thread(admin.stats)
             status = await read_status(redis, config.keys, activation_id) or {}
-            progress.update(task, completed=total - wrong, info=(
-                f"calls {stats['requests']}  429s {stats['rate_limited']}  pending {status.get('pending', '-')}"))
+            progress.update(
+                task,
+                completed=total - wrong,
+                info=(
+                    f"calls {stats['requests']}  429s {stats['rate_limited']}  pending {status.get('pending', '-')}"
+                ),
+            )
             if wrong == 0 and status.get("pending") == 0:
                 return time.monotonic() - start
             await asyncio.sleep(0.5)
@@ -205,8 +286,16 @@ async def _progress(redis: aioredis.Redis, config: Any, admin: Any, story: Story
     return None
 
 
-async def _report(redis: aioredis.Redis, config: Any, admin: Any, story: Story, console: Console, activation_id: str,
-                  events_in: int, synced_at: float | None) -> None:
+async def _report(
+    redis: aioredis.Redis,
+    config: Any,
+    admin: Any,
+    story: Story,
+    console: Console,
+    activation_id: str,
+    events_in: int,
+    synced_at: float | None,
+) -> None:
     from hubsync.status import read_status
 
     status = await read_status(redis, config.keys, activation_id) or {}
@@ -214,8 +303,10 @@ async def _report(redis: aioredis.Redis, config: Any, admin: Any, story: Story, 
     catalog = admin.properties()
     group = next((g for g in catalog["groups"] if g["name"] == "raptor_smart_advisor_cdp"), None)
     console.print()
-    console.print(f"[bold]HubSpot now holds[/] the property group [bold]{group['label'] if group else '(missing!)'}[/]"
-                  f" ({group['name'] if group else ''}):")
+    console.print(
+        f"[bold]HubSpot now holds[/] the property group [bold]{group['label'] if group else '(missing!)'}[/]"
+        f" ({group['name'] if group else ''}):"
+    )
     props = Table("property", "label", "type", "fieldType")
     for p in catalog["properties"]:
         if p.get("groupName") == "raptor_smart_advisor_cdp" and not p.get("archived"):
@@ -223,8 +314,11 @@ async def _report(redis: aioredis.Redis, config: Any, admin: Any, story: Story, 
     console.print(props)
     hubspot = admin.contact_properties()
     sample = [e for e, p in sorted(hubspot.items()) if p.get("raptor_abandon_basket") == "true"][:5]
-    contacts = Table("email", *(p.removeprefix("raptor_") for p in PROPERTY.values()),
-                     title="sample contacts with raptor_abandon_basket = true (raptor_ prefix left out)")
+    contacts = Table(
+        "email",
+        *(p.removeprefix("raptor_") for p in PROPERTY.values()),
+        title="sample contacts with raptor_abandon_basket = true (raptor_ prefix left out)",
+    )
     for email in sample:
         contacts.add_row(email, *(hubspot[email].get(p, "") for p in PROPERTY.values()))
     console.print(contacts)
@@ -236,7 +330,9 @@ async def _report(redis: aioredis.Redis, config: Any, admin: Any, story: Story, 
     figures.add_row("HubSpot calls made", f"{stats['requests']:,}")
     figures.add_row("contact writes HubSpot accepted", f"{status.get('written', 0):,}")
     figures.add_row("contacts in HubSpot / in the audience", f"{len(hubspot):,} / {in_basket:,}")
-    figures.add_row("most calls in any 10 s window (limit 100)", str(stats["max_calls_in_any_window"]))
+    figures.add_row(
+        "most calls in any 10 s window (limit 100)", str(stats["max_calls_in_any_window"])
+    )
     figures.add_row("429s", str(stats["rate_limited"]))
     differences = story.differences(hubspot)
     figures.add_row("values that differ from the CDP", str(differences))

@@ -36,8 +36,9 @@ class Drift:
     calls: int = 0
 
 
-async def expected_values(redis: aioredis.Redis, keys: Keys, spec: ActivationSpec, catalog: Catalog,
-                          names: dict[str, str]) -> dict[str, dict[str, str]]:
+async def expected_values(
+    redis: aioredis.Redis, keys: Keys, spec: ActivationSpec, catalog: Catalog, names: dict[str, str]
+) -> dict[str, dict[str, str]]:
     """email -> {property: value} as the CDP says now (members "true", attribute values)."""
     partitions = await ensure_partitions(redis, keys)
     projections = Projections(redis, keys)
@@ -61,9 +62,15 @@ async def expected_values(redis: aioredis.Redis, keys: Keys, spec: ActivationSpe
     return expected
 
 
-async def verify(spec: ActivationSpec, secret_key: str, expected: dict[str, dict[str, str]], *,
-                 calls_per_window: int = 10, on_progress: Callable[[int, int], None] | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> Drift:
+async def verify(
+    spec: ActivationSpec,
+    secret_key: str,
+    expected: dict[str, dict[str, str]],
+    *,
+    calls_per_window: int = 10,
+    on_progress: Callable[[int, int], None] | None = None,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+) -> Drift:
     """Read every expected contact back from HubSpot, 100 per call, and list the differences."""
     token = Sealer(secret_key).unseal(spec.token_sealed)
     window = RollingWindow(calls_per_window, 10.0 + WINDOW_MARGIN)
@@ -76,21 +83,37 @@ async def verify(spec: ActivationSpec, secret_key: str, expected: dict[str, dict
     drift = Drift()
     emails = sorted(expected)
     properties = sorted({p for values in expected.values() for p in values})
-    async with HubSpotClient(token, base_url=spec.base_url, api_version=spec.api_version,  # type: ignore[arg-type]
-                             before_request=paced) as client:
+    async with HubSpotClient(
+        token,
+        base_url=spec.base_url,
+        api_version=spec.api_version,  # type: ignore[arg-type]
+        before_request=paced,
+    ) as client:
         for start in range(0, len(emails), 100):
-            chunk = emails[start:start + 100]
+            chunk = emails[start : start + 100]
             result = await client.read_contacts_by_email(chunk, properties)
             drift.calls += 1
             for email in chunk:
                 record = result.found.get(email)
                 if record is None:
                     drift.missing_in_hubspot += 1
-                    drift.differing.append({"email": email, "hubspot": None, "cdp": expected[email]})
+                    drift.differing.append(
+                        {"email": email, "hubspot": None, "cdp": expected[email]}
+                    )
                     continue
-                wrong = {p: v for p, v in expected[email].items() if (record.properties.get(p) or "") != v}
+                wrong = {
+                    p: v
+                    for p, v in expected[email].items()
+                    if (record.properties.get(p) or "") != v
+                }
                 if wrong:
-                    drift.differing.append({"email": email, "hubspot": {p: record.properties.get(p) for p in wrong}, "cdp": wrong})
+                    drift.differing.append(
+                        {
+                            "email": email,
+                            "hubspot": {p: record.properties.get(p) for p in wrong},
+                            "cdp": wrong,
+                        }
+                    )
             drift.checked += len(chunk)
             if on_progress is not None:
                 on_progress(drift.checked, len(emails))
@@ -110,8 +133,14 @@ class Plan:
         return self.__dict__.copy()
 
 
-async def plan_activation(redis: aioredis.Redis, keys: Keys, *, plan: str, audiences: tuple[str, ...],
-                          attributes: tuple[str, ...]) -> Plan:
+async def plan_activation(
+    redis: aioredis.Redis,
+    keys: Keys,
+    *,
+    plan: str,
+    audiences: tuple[str, ...],
+    attributes: tuple[str, ...],
+) -> Plan:
     """What creating this activation would do: the properties, and the backfill at the plan's limits."""
     catalog = Catalog()
     await catalog.refresh(redis, keys)
@@ -126,21 +155,41 @@ async def plan_activation(redis: aioredis.Redis, keys: Keys, *, plan: str, audie
             continue
         spec = audience_property(audience_id, definition.name, taken)
         taken.add(spec.name)
-        properties.append({"key": f"a:{audience_id}", "name": spec.name, "label": spec.label, "type": spec.type, "fieldType": spec.field_type})
+        properties.append(
+            {
+                "key": f"a:{audience_id}",
+                "name": spec.name,
+                "label": spec.label,
+                "type": spec.type,
+                "fieldType": spec.field_type,
+            }
+        )
         contacts[f"a:{audience_id}"] = await projections.count_members(audience_id, partitions)
     for attribute_id in attributes:
         attribute = catalog.attributes.get(attribute_id)
         if attribute is None:
             unknown.append(f"attribute {attribute_id}")
             continue
-        spec = attribute_property(attribute_id, attribute.name, attribute.value_type, attribute.options or (), taken)
+        spec = attribute_property(
+            attribute_id, attribute.name, attribute.value_type, attribute.options or (), taken
+        )
         taken.add(spec.name)
-        properties.append({"key": f"t:{attribute_id}", "name": spec.name, "label": spec.label, "type": spec.type, "fieldType": spec.field_type})
+        properties.append(
+            {
+                "key": f"t:{attribute_id}",
+                "name": spec.name,
+                "label": spec.label,
+                "type": spec.type,
+                "fieldType": spec.field_type,
+            }
+        )
         contacts[f"t:{attribute_id}"] = await projections.count_values(attribute_id, partitions)
     per_window, per_day = PLANS[plan]
     # Upper bound: a contact in several audiences/attributes rides in one input when they coalesce.
     calls = math.ceil(sum(contacts.values()) / 100) + 2 + math.ceil(len(properties) / 100)
-    seconds = max(0.0, (calls - per_window) / per_window * (10.0 + WINDOW_MARGIN)) if calls > per_window else calls * 0.05
+    seconds = (
+        max(0.0, (calls - per_window) / per_window * (10.0 + WINDOW_MARGIN))
+        if calls > per_window
+        else calls * 0.05
+    )
     return Plan(properties, contacts, calls, round(seconds, 1), round(calls / per_day, 6), unknown)
-
-

@@ -20,11 +20,19 @@ from hubsync.config import Config
 __all__ = ["Service", "init_ray"]
 
 
-def init_ray(config: Config, *, num_cpus: int | None = None, dashboard: bool = True, log_to_driver: bool = True) -> Any:
+def init_ray(
+    config: Config,
+    *,
+    num_cpus: int | None = None,
+    dashboard: bool = True,
+    log_to_driver: bool = True,
+) -> Any:
     """Join RAY_ADDRESS, or start a local Ray bound to 127.0.0.1 (never the machine's address)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if config.ray_address:
-        return ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=log_to_driver)
+        return ray.init(
+            address=config.ray_address, namespace=config.namespace, log_to_driver=log_to_driver
+        )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only: nothing else can reach it
     return ray.init(
         address="local",  # a new local Ray: never whatever cluster a `ray start` on this machine left
@@ -56,12 +64,22 @@ class Service:
         # Set before Ray starts so every local worker inherits it; on a cluster, set it on the nodes.
         os.environ["HUBSYNC_SECRET_KEY"] = secret_key(self.config)
         if not ray.is_initialized():
-            context = init_ray(self.config, num_cpus=self.num_cpus, dashboard=self.dashboard, log_to_driver=self.log_to_driver)
+            context = init_ray(
+                self.config,
+                num_cpus=self.num_cpus,
+                dashboard=self.dashboard,
+                log_to_driver=self.log_to_driver,
+            )
             self._started_ray = True
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
-        self.settings = Settings(redis_url, self.config.namespace, self.config.partitions, self.config.linger_ms,
-                                 actor_resource=self.config.actor_resource)
+        self.settings = Settings(
+            redis_url,
+            self.config.namespace,
+            self.config.partitions,
+            self.config.linger_ms,
+            actor_resource=self.config.actor_resource,
+        )
         self.supervisor = supervisor_actor(self.settings)
         return ray.get(self.supervisor.ready.remote(), timeout=120)  # type: ignore[no-any-return]
 

@@ -27,7 +27,10 @@ __all__ = ["EmulatorProcess", "LocalStack"]
 class EmulatorProcess:
     """`hubsync emulator` in a child process, so it never competes with the caller for the GIL."""
 
-    command: tuple[str, ...] = ("hubsync.cli", "emulator")  # `python -m` this, with the emulator's flags
+    command: tuple[str, ...] = (
+        "hubsync.cli",
+        "emulator",
+    )  # `python -m` this, with the emulator's flags
 
     def __init__(self, *args: str) -> None:
         self.args = args
@@ -37,7 +40,10 @@ class EmulatorProcess:
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", *self.command, "--host", "127.0.0.1", "--port", "0", *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
@@ -80,8 +86,13 @@ class LocalStack:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.redis = RedisServer(self.home / "redis").start()
         self.emulator.start()
-        self.config = Config(redis_url=self.redis.url, home=self.home, partitions=self.partitions,
-                             linger_ms=self.linger_ms, secret_key=load_or_create_key(self.home))
+        self.config = Config(
+            redis_url=self.redis.url,
+            home=self.home,
+            partitions=self.partitions,
+            linger_ms=self.linger_ms,
+            secret_key=load_or_create_key(self.home),
+        )
         self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
         self.service.start()
         return self

@@ -23,7 +23,9 @@ from events.streams import Keys
 __all__ = ["collect", "read_status", "status"]
 
 
-async def read_status(redis: aioredis.Redis, keys: Keys, activation_id: str) -> dict[str, Any] | None:
+async def read_status(
+    redis: aioredis.Redis, keys: Keys, activation_id: str
+) -> dict[str, Any] | None:
     raw = await redis.get(keys.activation_status(activation_id))
     return None if raw is None else json.loads(raw)
 
@@ -46,12 +48,26 @@ def _fmt_eta(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def render(records: list[dict[str, Any]]) -> Table:
-    table = Table("activation", "state", "syncs", "pending", "written today", "calls left (window/day)",
-                  "lag", "backfill", "last error", title="hubsync status")
+    table = Table(
+        "activation",
+        "state",
+        "syncs",
+        "pending",
+        "written today",
+        "calls left (window/day)",
+        "lag",
+        "backfill",
+        "last error",
+        title="hubsync status",
+    )
     now = time.time()
     for r in records:
         s = r["status"] or {}
@@ -60,20 +76,36 @@ def render(records: list[dict[str, Any]]) -> Table:
         if s and now - s.get("updated_at", 0) > 30:
             state += " (stale)"
         backfills = s.get("backfills") or {}
-        progress = ", ".join(
-            f"{k}: {b['done']}/{b['total']} ETA {_fmt_eta(b.get('eta_s'))}" for k, b in backfills.items() if b["done"] < b["total"]
-        ) or "-"
+        progress = (
+            ", ".join(
+                f"{k}: {b['done']}/{b['total']} ETA {_fmt_eta(b.get('eta_s'))}"
+                for k, b in backfills.items()
+                if b["done"] < b["total"]
+            )
+            or "-"
+        )
         lag = s.get("lag_s")
         table.add_row(
             f"{r['name']}\n[dim]{r['activation_id']}[/]",
             state,
-            "\n".join([*(f"audience {a}" for a in r["audiences"]), *(f"attribute {a}" for a in r["attributes"])]) or "-",
+            "\n".join(
+                [
+                    *(f"audience {a}" for a in r["audiences"]),
+                    *(f"attribute {a}" for a in r["attributes"]),
+                ]
+            )
+            or "-",
             str(s.get("pending", "-")),
             str(s.get("written_today", "-")),
             f"{t.get('window_left', '?')}/{t.get('daily_left', '?')}",
             "-" if lag is None else f"{lag:.1f}s",
             progress,
-            r["pause_reason"] or t.get("waiting_for") or t.get("rejected") or t.get("problem") or s.get("last_error") or "",
+            r["pause_reason"]
+            or t.get("waiting_for")
+            or t.get("rejected")
+            or t.get("problem")
+            or s.get("last_error")
+            or "",
         )
     return table
 

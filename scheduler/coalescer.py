@@ -593,7 +593,9 @@ class Coalescer:
     def _entries_in(entries: list[list[Any]]) -> list[Entry]:
         return [(p, pos, v) for p, pos, v in entries]
 
-    def _merge(self, known: _Values, pending: _Values, entries: Iterable[Entry], *, force: bool = False) -> bool:
+    def _merge(
+        self, known: _Values, pending: _Values, entries: Iterable[Entry], *, force: bool = False
+    ) -> bool:
         """Fold `entries` into `pending` (in place); True if `known` changed."""
         known_changed = False
         for prop, pos, value in entries:

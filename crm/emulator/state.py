@@ -339,7 +339,10 @@ class HubSpotState:
 
     def requests_seen(self) -> list[dict[str, Any]]:
         """The request log (newest REQUEST_LOG_SIZE), for tests that check timing."""
-        return [{"at": t, "token": fp, "operation": op, "status": s} for t, fp, op, s in self.request_log]
+        return [
+            {"at": t, "token": fp, "operation": op, "status": s}
+            for t, fp, op, s in self.request_log
+        ]
 
     def _pipeline(self, request: ApiRequest, correlation_id: str) -> ApiResponse:
         spec = OPERATIONS.get(request.operation)
@@ -398,7 +401,9 @@ class HubSpotState:
             if fault.status == 429:  # a forced refusal looks like HubSpot's burst-limit 429
                 self.rate_limited["TEN_SECONDLY_ROLLING"] += 1
                 forced = self._rate_limited(
-                    "TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.", None
+                    "TEN_SECONDLY_ROLLING",
+                    "You have reached your ten_secondly_rolling limit.",
+                    None,
                 )
                 forced.headers.update(headers)
                 return msgspec.structs.replace(forced, fault=fault, latency=latency)
@@ -782,7 +787,9 @@ class HubSpotState:
             if trace:
                 context["objectWriteTraceId"] = [str(trace)]
             values, problems = self._check_values(item.get("properties", {}))
-            if id_property == "email" and (not _EMAIL_RE.fullmatch(key) or self.faults.rejects(key)):
+            if id_property == "email" and (
+                not _EMAIL_RE.fullmatch(key) or self.faults.rejects(key)
+            ):
                 problems.insert(
                     0,
                     {

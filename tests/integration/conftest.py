@@ -22,8 +22,14 @@ def ray_session() -> Iterator[None]:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["HUBSYNC_SECRET_KEY"] = SECRET_KEY  # inherited by the local workers
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
@@ -35,7 +41,9 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-async def hubsync(ray_session: None, redis_url: str, emulator: EmulatorServer) -> AsyncIterator[Hubsync]:
+async def hubsync(
+    ray_session: None, redis_url: str, emulator: EmulatorServer
+) -> AsyncIterator[Hubsync]:
     emulator.admin.reset()
     running = Hubsync(redis_url, emulator, SECRET_KEY)
     await running.start()

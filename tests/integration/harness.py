@@ -30,7 +30,9 @@ from events.secrets import Sealer
 from events.streams import Keys, Publisher, ensure_partitions
 
 
-def scenario(seed: int, contacts: int, events: int, prefix: str = "p") -> tuple[list[CdpEvent], dict[str, dict[str, str]]]:
+def scenario(
+    seed: int, contacts: int, events: int, prefix: str = "p"
+) -> tuple[list[CdpEvent], dict[str, dict[str, str]]]:
     """Random flips of audience "aud" and values of the number attribute "score", and what
     HubSpot must hold at the end, computed independently of hubsync."""
     rng = random.Random(seed)
@@ -40,7 +42,9 @@ def scenario(seed: int, contacts: int, events: int, prefix: str = "p") -> tuple[
         email = f"{prefix}{rng.randrange(contacts)}@example.com"
         if rng.random() < 0.7:
             entered = rng.random() < 0.5
-            out.append((AudienceEntered if entered else AudienceLeft)(audience_id="aud", email=email))
+            out.append(
+                (AudienceEntered if entered else AudienceLeft)(audience_id="aud", email=email)
+            )
             expected.setdefault(email, {})["raptor_audience"] = "true" if entered else "false"
         else:
             score = rng.randrange(1000)
@@ -50,10 +54,20 @@ def scenario(seed: int, contacts: int, events: int, prefix: str = "p") -> tuple[
 
 
 class Hubsync:
-    def __init__(self, redis_url: str, emulator: EmulatorServer, secret_key: str, *, partitions: int = 2,
-                 linger_ms: int = 100, actor_resource: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        emulator: EmulatorServer,
+        secret_key: str,
+        *,
+        partitions: int = 2,
+        linger_ms: int = 100,
+        actor_resource: str | None = None,
+    ) -> None:
         self.namespace = f"t{uuid.uuid4().hex[:10]}"
-        self.settings = Settings(redis_url, self.namespace, partitions, linger_ms, actor_resource=actor_resource)
+        self.settings = Settings(
+            redis_url, self.namespace, partitions, linger_ms, actor_resource=actor_resource
+        )
         self.keys = Keys(self.namespace)
         self.emulator = emulator
         self.redis = connect(redis_url)
@@ -82,25 +96,46 @@ class Hubsync:
         projections = Projections(self.redis, self.keys)
         deadline = time.monotonic() + timeout
         while await projections.count_members(audience_id, self.settings.partitions) != count:
-            assert time.monotonic() < deadline, f"the routers did not project {count} members of {audience_id}"
+            assert time.monotonic() < deadline, (
+                f"the routers did not project {count} members of {audience_id}"
+            )
             await asyncio.sleep(0.1)
 
     async def control(self, event: ControlEvent) -> None:
         await Activations().execute(self.redis, self.keys, event)
 
-    async def create_activation(self, token: str, *, audiences: Iterable[str] = (), attributes: Iterable[str] = (),
-                                plan: str = "starter", mode: str = "upsert", name: str | None = None,
-                                api_version: str = "2026-03") -> str:
+    async def create_activation(
+        self,
+        token: str,
+        *,
+        audiences: Iterable[str] = (),
+        attributes: Iterable[str] = (),
+        plan: str = "starter",
+        mode: str = "upsert",
+        name: str | None = None,
+        api_version: str = "2026-03",
+    ) -> str:
         activation_id = f"act{uuid.uuid4().hex[:8]}"
-        await self.control(ActivationCreated(
-            activation_id=activation_id, name=name or activation_id, token_sealed=self.sealer.seal(token),
-            token_fingerprint=token_fingerprint(token), base_url=self.emulator.url, api_version=api_version,  # type: ignore[arg-type]
-            plan=plan, mode=mode, audiences=tuple(audiences), attributes=tuple(attributes),  # type: ignore[arg-type]
-        ))
+        await self.control(
+            ActivationCreated(
+                activation_id=activation_id,
+                name=name or activation_id,
+                token_sealed=self.sealer.seal(token),
+                token_fingerprint=token_fingerprint(token),
+                base_url=self.emulator.url,
+                api_version=api_version,  # type: ignore[arg-type]
+                plan=plan,
+                mode=mode,
+                audiences=tuple(audiences),
+                attributes=tuple(attributes),  # type: ignore[arg-type]
+            )
+        )
         return activation_id
 
     def actor(self, kind: str, ident: str | int = "") -> Any:
-        return ray.get_actor(kind if kind == "supervisor" else f"{kind}:{ident}", namespace=self.namespace)
+        return ray.get_actor(
+            kind if kind == "supervisor" else f"{kind}:{ident}", namespace=self.namespace
+        )
 
     async def wait_actor(self, kind: str, ident: str | int = "", timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -116,7 +151,14 @@ class Hubsync:
         """email -> properties, as the emulator holds them now."""
         return self.emulator.admin.contact_properties()
 
-    async def until(self, check: Callable[[], Any], *, timeout: float = 60.0, every: float = 0.25, what: str = "") -> Any:
+    async def until(
+        self,
+        check: Callable[[], Any],
+        *,
+        timeout: float = 60.0,
+        every: float = 0.25,
+        what: str = "",
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -124,4 +166,6 @@ class Hubsync:
             if last:
                 return last
             await asyncio.sleep(every)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last: {str(last)[:500]}")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what or check}; last: {str(last)[:500]}"
+        )

@@ -24,7 +24,9 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 
-async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, seed: int = 41) -> dict[str, Any]:
+async def scenario(
+    cluster: Any, redis_url: str, emulator: Any, secret: str, seed: int = 41
+) -> dict[str, Any]:
     from events.model import AudienceEntered
     from tests.integration.harness import Hubsync
     from tests.integration.harness import scenario as story
@@ -36,7 +38,9 @@ async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, see
     try:
         activation = await define(hubsync)
         backfill = 8_000
-        members = [AudienceEntered(audience_id="aud", email=f"bf{i}@example.com") for i in range(backfill)]
+        members = [
+            AudienceEntered(audience_id="aud", email=f"bf{i}@example.com") for i in range(backfill)
+        ]
         events, expected = story(seed, contacts=300, events=3_000)
         for m in members:
             expected.setdefault(m.email, {})["raptor_audience"] = "true"
@@ -65,7 +69,9 @@ async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, see
                     break
             except Exception:
                 pass
-            assert time.monotonic() - removed_at < 120, "the activation did not restart on another node"
+            assert time.monotonic() - removed_at < 120, (
+                "the activation did not restart on another node"
+            )
             await asyncio.sleep(0.1)
         result["restart_delay_s"] = round(time.monotonic() - removed_at, 2)
         result["activation_now_on_head"] = where["node_id"] == head
@@ -73,14 +79,20 @@ async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, see
 
         def converged() -> bool:
             hubspot = emulator.admin.contact_properties()
-            return all(hubspot.get(e, {}).get(p) == v for e, ps in expected.items() for p, v in ps.items())
+            return all(
+                hubspot.get(e, {}).get(p) == v for e, ps in expected.items() for p, v in ps.items()
+            )
 
         deadline = time.monotonic() + 120
         while not converged():
             if time.monotonic() > deadline:
                 hubspot = emulator.admin.contact_properties()
-                wrong = [(e, p, v, hubspot.get(e, {}).get(p)) for e, ps in expected.items() for p, v in ps.items()
-                         if hubspot.get(e, {}).get(p) != v]
+                wrong = [
+                    (e, p, v, hubspot.get(e, {}).get(p))
+                    for e, ps in expected.items()
+                    for p, v in ps.items()
+                    if hubspot.get(e, {}).get(p) != v
+                ]
                 result["converged"] = False
                 result["wrong"] = wrong[:5]
                 result["wrong_count"] = len(wrong)
@@ -99,8 +111,13 @@ async def scenario(cluster: Any, redis_url: str, emulator: Any, secret: str, see
 
 def main() -> int:
     secret = Fernet.generate_key().decode()
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                       "HUBSYNC_SECRET_KEY": secret})
+    os.environ.update(
+        {
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "HUBSYNC_SECRET_KEY": secret,
+        }
+    )
     import ray
     from ray.cluster_utils import Cluster
 
@@ -108,8 +125,10 @@ def main() -> int:
     from events.redis_server import RedisServer
 
     home = Path(tempfile.mkdtemp(prefix="hubsync-node-loss-"))
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
     for _ in range(2):
         cluster.add_node(num_cpus=1, resources={"hubsync_worker": 100}, node_ip_address="127.0.0.1")
     redis = RedisServer(home / "redis").start()

@@ -53,26 +53,55 @@ def _event(body: Any) -> dict[bytes, bytes]:
 
 
 ids = st.from_regex(r"[a-z][a-z0-9]{2,12}", fullmatch=True)
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                           max_leaves=6)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 ENTERED = {"type": "audience_entered", "audience_id": "aud", "email": "x@example.com"}
-CHANGED = {"type": "attribute_changed", "attribute_id": "score", "email": "x@example.com", "value": 1}
+CHANGED = {
+    "type": "attribute_changed",
+    "attribute_id": "score",
+    "email": "x@example.com",
+    "value": 1,
+}
 
 # Each strategy makes entries that are bad by construction.
 bad_entries = st.one_of(
     st.binary(max_size=300).map(lambda raw: {b"event": raw}),  # random bytes
-    st.text(max_size=80).filter(lambda t: not t.lstrip().startswith("{")).map(lambda t: {b"event": t.encode()}),
+    st.text(max_size=80)
+    .filter(lambda t: not t.lstrip().startswith("{"))
+    .map(lambda t: {b"event": t.encode()}),
     json_values.filter(lambda v: not isinstance(v, dict)).map(_event),  # JSON, but not an object
-    st.text(min_size=1, max_size=40).filter(lambda t: t not in CDP_TYPES).map(lambda t: _event({**ENTERED, "type": t})),
-    st.sampled_from(sorted(ENTERED)).map(lambda k: _event({f: v for f, v in ENTERED.items() if f != k})),  # a field missing
-    st.sampled_from(sorted(CHANGED)).map(lambda k: _event({f: v for f, v in CHANGED.items() if f != k})),
-    st.text(max_size=60).filter(lambda t: not _valid_email(t)).map(lambda e: _event({**ENTERED, "email": e})),
-    json_values.filter(lambda v: v is not None and not _valid_score(v)).map(lambda v: _event({**CHANGED, "value": v})),
-    ids.filter(lambda a: a not in KNOWN_AUDIENCES).map(lambda a: _event({**ENTERED, "audience_id": a})),
-    ids.map(lambda a: _event({"type": "audience_defined", "audience_id": a, "name": a})),  # catalog event, wrong stream
-    st.dictionaries(st.binary(min_size=1, max_size=10).filter(lambda k: k != b"event"), st.binary(max_size=20),
-                    min_size=1, max_size=3),  # no `event` field at all
+    st.text(min_size=1, max_size=40)
+    .filter(lambda t: t not in CDP_TYPES)
+    .map(lambda t: _event({**ENTERED, "type": t})),
+    st.sampled_from(sorted(ENTERED)).map(
+        lambda k: _event({f: v for f, v in ENTERED.items() if f != k})
+    ),  # a field missing
+    st.sampled_from(sorted(CHANGED)).map(
+        lambda k: _event({f: v for f, v in CHANGED.items() if f != k})
+    ),
+    st.text(max_size=60)
+    .filter(lambda t: not _valid_email(t))
+    .map(lambda e: _event({**ENTERED, "email": e})),
+    json_values.filter(lambda v: v is not None and not _valid_score(v)).map(
+        lambda v: _event({**CHANGED, "value": v})
+    ),
+    ids.filter(lambda a: a not in KNOWN_AUDIENCES).map(
+        lambda a: _event({**ENTERED, "audience_id": a})
+    ),
+    ids.map(
+        lambda a: _event({"type": "audience_defined", "audience_id": a, "name": a})
+    ),  # catalog event, wrong stream
+    st.dictionaries(
+        st.binary(min_size=1, max_size=10).filter(lambda k: k != b"event"),
+        st.binary(max_size=20),
+        min_size=1,
+        max_size=3,
+    ),  # no `event` field at all
 )
 
 # Named cases, each with what its reason must say so that a person knows what to fix.
@@ -84,11 +113,21 @@ NAMED: list[tuple[dict[bytes, bytes], str]] = [
     (_event({"type": "audience_entered", "audience_id": "aud"}), "email"),
     (_event({**ENTERED, "email": "not-an-email"}), "invalid email 'not-an-email'"),
     (_event({**CHANGED, "value": "1234.5"}), "expected a JSON number"),
-    (_event({**CHANGED, "attribute_id": "note", "value": "x" * 70_000}), "HubSpot keeps at most 65536"),
+    (
+        _event({**CHANGED, "attribute_id": "note", "value": "x" * 70_000}),
+        "HubSpot keeps at most 65536",
+    ),
     (_event({**CHANGED, "value": "y" * 2_000_000}), "expected a JSON number"),  # an enormous entry
-    (_event({**ENTERED, "audience_id": "nosuch"}), "unknown audience 'nosuch': publish an audience_defined event"),
-    (_event({"type": "attribute_defined", "attribute_id": "z", "name": "Z", "value_type": "number"}),
-     "is a catalog event: publish it to"),
+    (
+        _event({**ENTERED, "audience_id": "nosuch"}),
+        "unknown audience 'nosuch': publish an audience_defined event",
+    ),
+    (
+        _event(
+            {"type": "attribute_defined", "attribute_id": "z", "name": "Z", "value_type": "number"}
+        ),
+        "is a catalog event: publish it to",
+    ),
 ]
 
 
@@ -96,8 +135,13 @@ def generated_bad_entries(n: int) -> list[dict[bytes, bytes]]:
     """One big batch from hypothesis, derandomised: the same entries on every run."""
     collected: list[dict[bytes, bytes]] = []
 
-    @settings(max_examples=n, database=None, derandomize=True, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(bad_entries)
     def collect(fields: dict[bytes, bytes]) -> None:
         collected.append(fields)
@@ -106,9 +150,13 @@ def generated_bad_entries(n: int) -> list[dict[bytes, bytes]]:
     return collected
 
 
-async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arrive(hubsync: Hubsync) -> None:
+async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arrive(
+    hubsync: Hubsync,
+) -> None:
     await hubsync.publish([AudienceDefined(audience_id="aud", name="Audience"), SCORE, NOTE])
-    activation = await hubsync.create_activation("pat-bad-input", audiences=["aud"], attributes=["score", "note"])
+    activation = await hubsync.create_activation(
+        "pat-bad-input", audiences=["aud"], attributes=["score", "note"]
+    )
     partitions = hubsync.settings.partitions
     rng = random.Random(5)
     bad = [fields for fields, _ in NAMED] + generated_bad_entries(300)
@@ -118,7 +166,10 @@ async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arriv
     pipe = hubsync.redis.pipeline(transaction=False)
     order: list[tuple[str, int]] = []
     for i, email in enumerate(good_emails):
-        pipe.xadd(hubsync.keys.changes(partition_of(email, partitions)), _event({**ENTERED, "email": email}))
+        pipe.xadd(
+            hubsync.keys.changes(partition_of(email, partitions)),
+            _event({**ENTERED, "email": email}),
+        )
         if i < len(bad):
             stream = hubsync.keys.changes(rng.randrange(partitions))
             pipe.xadd(stream, bad[i])
@@ -142,7 +193,9 @@ async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arriv
     assert set(by_entry) == set(bad_ids), "a dead letter for every bad entry, and only for them"
     for entry_id, index in bad_ids.items():
         letter = by_entry[entry_id]
-        assert letter.raw == bad[index].get(b"event", b""), "the dead letter keeps the entry as it was"
+        assert letter.raw == bad[index].get(b"event", b""), (
+            "the dead letter keeps the entry as it was"
+        )
         assert 10 <= len(letter.reason) <= 600, f"an unreadable reason: {letter.reason[:200]!r}"
         if index < len(NAMED):
             assert NAMED[index][1] in letter.reason, (NAMED[index][1], letter.reason)
@@ -152,6 +205,8 @@ async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arriv
         assert pending["pending"] == 0
     status = await hubsync.actor("activation", activation).status.remote()
     assert status["parked"] == 0  # bad input never reached the activation
-    print(f"bad input: {len(bad)} bad entries parked, {len(good_emails)} good ones written; reasons e.g.:")
+    print(
+        f"bad input: {len(bad)} bad entries parked, {len(good_emails)} good ones written; reasons e.g.:"
+    )
     for letter in letters[:: max(1, len(letters) // 8)]:
         print("   ", letter.reason[:160])

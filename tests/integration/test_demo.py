@@ -16,7 +16,10 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path) -> None:
     env.pop("HUBSYNC_REDIS_URL", None)
     done = subprocess.run(
         [sys.executable, "-m", "hubsync.cli", "demo", "--contacts", "2000"],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]

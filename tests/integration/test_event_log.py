@@ -54,7 +54,9 @@ async def drain(consumer: StreamConsumer, *, ack: bool = True) -> list:
 class TestEventLog:
     """The contract every backend of the log passes (here: a real Redis server)."""
 
-    async def test_partitions_are_written_once_and_then_fixed(self, redis: aioredis.Redis, keys: Keys) -> None:
+    async def test_partitions_are_written_once_and_then_fixed(
+        self, redis: aioredis.Redis, keys: Keys
+    ) -> None:
         assert await ensure_partitions(redis, keys, default=8) == 8
         assert await ensure_partitions(redis, keys, default=2) == 8
 
@@ -81,21 +83,27 @@ class TestEventLog:
         assert read == dict(expected)
         assert sum(len(v) for v in read.values()) == 100_000
 
-    async def test_unacked_entries_come_back_after_the_consumer_restarts(self, redis: aioredis.Redis, keys: Keys) -> None:
+    async def test_unacked_entries_come_back_after_the_consumer_restarts(
+        self, redis: aioredis.Redis, keys: Keys
+    ) -> None:
         await Publisher(redis, keys, 1).publish(changes(50, contacts=10))
         first = StreamConsumer(redis, keys.changes(0), "g", "c1", count=20)
         await first.ensure_group()
         got = await first.read(block=False)
         assert len(got) == 20  # ... and the consumer dies without acking
 
-        again = StreamConsumer(redis, keys.changes(0), "g", "c1", count=100)  # same name, after restart
+        again = StreamConsumer(
+            redis, keys.changes(0), "g", "c1", count=100
+        )  # same name, after restart
         redelivered = await again.read(block=False)
         assert [e.id for e in redelivered] == [e.id for e in got]
         await again.ack([e.id for e in redelivered])
         rest = await drain(again)
         assert len(rest) == 30
 
-    async def test_a_dead_consumers_entries_are_taken_over(self, redis: aioredis.Redis, keys: Keys) -> None:
+    async def test_a_dead_consumers_entries_are_taken_over(
+        self, redis: aioredis.Redis, keys: Keys
+    ) -> None:
         await Publisher(redis, keys, 1).publish(changes(30, contacts=10))
         dead = StreamConsumer(redis, keys.changes(0), "g", "dead", count=30)
         await dead.ensure_group()
@@ -113,7 +121,12 @@ class TestEventLog:
     ) -> None:
         stream = keys.changes(0)
         good = encode(AudienceEntered(audience_id="a1", email="ada@example.com"))
-        for raw in [good, b"{oops", b'{"type":"audience_entered","audience_id":"a1","email":"nope"}', good]:
+        for raw in [
+            good,
+            b"{oops",
+            b'{"type":"audience_entered","audience_id":"a1","email":"nope"}',
+            good,
+        ]:
             await redis.xadd(stream, {EVENT_FIELD: raw})
         await redis.xadd(stream, {b"other": b"field"})
         consumer = StreamConsumer(redis, stream, "g", "c")
@@ -145,7 +158,9 @@ class TestEventLog:
         while entries := await consumer.read(block=False):
             decoded, _ = decode_entries(entries)
             await incremental.apply(0, [(e.position, ev) for e, ev in decoded])
-            if not redelivered_once:  # at-least-once: applying the same entries again changes nothing
+            if (
+                not redelivered_once
+            ):  # at-least-once: applying the same entries again changes nothing
                 await incremental.apply(0, [(e.position, ev) for e, ev in decoded])
                 redelivered_once = True
             await consumer.ack([e.id for e in entries])
@@ -165,7 +180,9 @@ class TestEventLog:
         values = [v async for page in incremental.values("ltv", 1) for v in page]
         assert all(isinstance(v.value, int) for v in values)
 
-    async def test_snapshots_keep_state_and_positions(self, redis: aioredis.Redis, keys: Keys) -> None:
+    async def test_snapshots_keep_state_and_positions(
+        self, redis: aioredis.Redis, keys: Keys
+    ) -> None:
         store = SnapshotStore(redis, keys)
         assert await store.load("act1") is None
         await store.save("act1", b"\x01\x02", {"inbox": 42}, saved_at=1.0)

@@ -32,7 +32,9 @@ MakeHubsync = Callable[..., Awaitable[Hubsync]]
 
 
 @pytest.fixture
-async def make_hubsync(ray_session: None, redis_url: str, emulator: EmulatorServer) -> AsyncIterator[MakeHubsync]:
+async def make_hubsync(
+    ray_session: None, redis_url: str, emulator: EmulatorServer
+) -> AsyncIterator[MakeHubsync]:
     """A hubsync whose actor Settings a test may change (e.g. a short HubSpot timeout)."""
     emulator.admin.reset()
     started: list[Hubsync] = []
@@ -49,20 +51,34 @@ async def make_hubsync(ray_session: None, redis_url: str, emulator: EmulatorServ
         await running.stop()
 
 
-CATALOG = [AudienceDefined(audience_id="aud", name="Audience"),
-           AttributeDefined(attribute_id="score", name="Score", value_type="number")]
+CATALOG = [
+    AudienceDefined(audience_id="aud", name="Audience"),
+    AttributeDefined(attribute_id="score", name="Score", value_type="number"),
+]
 
 
-def differences(hubsync: Hubsync, expected: dict[str, dict[str, str]]) -> list[tuple[str, str, str, str | None]]:
+def differences(
+    hubsync: Hubsync, expected: dict[str, dict[str, str]]
+) -> list[tuple[str, str, str, str | None]]:
     hubspot = hubsync.hubspot()
-    return [(e, p, v, hubspot.get(e, {}).get(p)) for e, ps in expected.items() for p, v in ps.items()
-            if hubspot.get(e, {}).get(p) != v]
+    return [
+        (e, p, v, hubspot.get(e, {}).get(p))
+        for e, ps in expected.items()
+        for p, v in ps.items()
+        if hubspot.get(e, {}).get(p) != v
+    ]
 
 
-async def converge(hubsync: Hubsync, expected: dict[str, dict[str, str]], timeout: float = 60) -> None:
+async def converge(
+    hubsync: Hubsync, expected: dict[str, dict[str, str]], timeout: float = 60
+) -> None:
     try:
-        await hubsync.until(lambda: not differences(hubsync, expected), timeout=timeout, every=0.25,
-                            what="HubSpot to equal the expected state")
+        await hubsync.until(
+            lambda: not differences(hubsync, expected),
+            timeout=timeout,
+            every=0.25,
+            what="HubSpot to equal the expected state",
+        )
     except AssertionError:
         wrong = differences(hubsync, expected)
         raise AssertionError(f"{len(wrong)} values differ, e.g. {wrong[:5]}") from None
@@ -72,7 +88,9 @@ async def converge(hubsync: Hubsync, expected: dict[str, dict[str, str]], timeou
     assert set(emails) == set(expected), "HubSpot holds contacts nobody published"
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 30, what: str = "") -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30, what: str = ""
+) -> Any:
     """`Hubsync.until` for checks that read Redis (async)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -88,8 +106,10 @@ def figures(hubsync: Hubsync, what: str) -> dict[str, Any]:
     by_status = stats["by_status"]
     errors = sum(n for s, n in by_status.items() if not s.startswith("2"))  # 4xx, 5xx, drop, hang
     share = errors / stats["requests"]
-    print(f"{what}: {stats['requests']} requests, by status {by_status}, error share {share:.1%}, "
-          f"429s {stats['rate_limited']}, faults injected {stats['faults']}")
+    print(
+        f"{what}: {stats['requests']} requests, by status {by_status}, error share {share:.1%}, "
+        f"429s {stats['rate_limited']}, faults injected {stats['faults']}"
+    )
     return {"stats": stats, "errors": errors, "share": share}
 
 
@@ -104,7 +124,9 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_hubspot_failing_now_and_then_loses_and_duplicates_nothing(make_hubsync: MakeHubsync, fault: str) -> None:
+async def test_hubspot_failing_now_and_then_loses_and_duplicates_nothing(
+    make_hubsync: MakeHubsync, fault: str
+) -> None:
     faults, settings = FAULTS[fault]
     hubsync = await make_hubsync(**settings)
     hubsync.emulator.admin.faults(seed=7, **faults)
@@ -112,7 +134,7 @@ async def test_hubspot_failing_now_and_then_loses_and_duplicates_nothing(make_hu
     await hubsync.create_activation("pat-faults", audiences=["aud"], attributes=["score"])
     events, expected = scenario(seed=3, contacts=300, events=1_500)
     for start in range(0, len(events), 50):  # in waves, so there are many calls to fail
-        await hubsync.publish(events[start:start + 50])
+        await hubsync.publish(events[start : start + 50])
         await asyncio.sleep(0.15)
     await converge(hubsync, expected, timeout=90)
     measured = figures(hubsync, fault)
@@ -120,46 +142,79 @@ async def test_hubspot_failing_now_and_then_loses_and_duplicates_nothing(make_hu
     assert injected > 0, "the fault never fired: the test proves nothing"
     # Every error response is one the emulator injected, or the 404 that tells hubsync the
     # property group does not exist yet: hubsync caused no error of its own.
-    probes = sum(1 for r in hubsync.emulator.admin.requests() if (r["operation"], r["status"]) == ("group_get", "404"))
+    probes = sum(
+        1
+        for r in hubsync.emulator.admin.requests()
+        if (r["operation"], r["status"]) == ("group_get", "404")
+    )
     assert measured["errors"] == injected + probes
     assert measured["stats"]["rate_limited"] == 0
 
 
-async def test_a_429_storm_never_retries_inside_the_window_that_refused_it(make_hubsync: MakeHubsync) -> None:
+async def test_a_429_storm_never_retries_inside_the_window_that_refused_it(
+    make_hubsync: MakeHubsync,
+) -> None:
     hubsync = await make_hubsync()
-    await hubsync.publish([AudienceDefined(audience_id="one", name="One"), AudienceDefined(audience_id="two", name="Two")])
+    await hubsync.publish(
+        [
+            AudienceDefined(audience_id="one", name="One"),
+            AudienceDefined(audience_id="two", name="Two"),
+        ]
+    )
     await hubsync.create_activation("pat-storm", audiences=["one"], name="first")
     await hubsync.create_activation("pat-storm", audiences=["two"], name="second")
-    await hubsync.publish([AudienceEntered(audience_id=a, email=f"warm-{a}@example.com") for a in ("one", "two")])
-    await hubsync.until(lambda: len(hubsync.hubspot()) == 2, timeout=30, what="the schema and a first write")
+    await hubsync.publish(
+        [AudienceEntered(audience_id=a, email=f"warm-{a}@example.com") for a in ("one", "two")]
+    )
+    await hubsync.until(
+        lambda: len(hubsync.hubspot()) == 2, timeout=30, what="the schema and a first write"
+    )
     # HubSpot now allows 5 calls per 10 s where hubsync believes 100, and the warm-up calls
     # still fill that window: the four batches that fire at once are all refused.
     hubsync.emulator.admin.configure(rate=5)
-    await hubsync.publish([AudienceEntered(audience_id=a, email=f"{a}{i}@example.com") for a in ("one", "two") for i in range(200)])
-    expected = {f"{a}{i}@example.com": {f"raptor_{a}": "true"} for a in ("one", "two") for i in range(200)}
+    await hubsync.publish(
+        [
+            AudienceEntered(audience_id=a, email=f"{a}{i}@example.com")
+            for a in ("one", "two")
+            for i in range(200)
+        ]
+    )
+    expected = {
+        f"{a}{i}@example.com": {f"raptor_{a}": "true"} for a in ("one", "two") for i in range(200)
+    }
     expected |= {f"warm-{a}@example.com": {f"raptor_{a}": "true"} for a in ("one", "two")}
     await converge(hubsync, expected, timeout=60)
     measured = figures(hubsync, "429 storm")
-    log = [r for r in hubsync.emulator.admin.requests() if r["token"] == token_fingerprint("pat-storm")]
+    log = [
+        r for r in hubsync.emulator.admin.requests() if r["token"] == token_fingerprint("pat-storm")
+    ]
     refusals = [r["at"] for r in log if r["status"] == "429"]
     assert refusals, "HubSpot never refused a call: the test proves nothing"
     # Calls already on the wire when the first 429 came back land within a few ms of it; any
     # later call inside the 10 s window that refused it would be a retry that HubSpot refuses again.
     for refused_at in refusals:
         inside = [r for r in log if refused_at + 0.5 < r["at"] < refused_at + 10.0]
-        assert not inside, f"{len(inside)} calls within the window that refused a call at {refused_at}: {inside[:3]}"
+        assert not inside, (
+            f"{len(inside)} calls within the window that refused a call at {refused_at}: {inside[:3]}"
+        )
     assert measured["stats"]["rate_limited"] <= 8  # one burst, never a second one
 
 
-async def test_the_daily_limit_holds_the_writes_and_says_until_when(make_hubsync: MakeHubsync) -> None:
+async def test_the_daily_limit_holds_the_writes_and_says_until_when(
+    make_hubsync: MakeHubsync,
+) -> None:
     hubsync = await make_hubsync()
     await hubsync.publish([AudienceDefined(audience_id="aud", name="Audience")])
     activation = await hubsync.create_activation("pat-daily", audiences=["aud"])
     await hubsync.publish([AudienceEntered(audience_id="aud", email="first@example.com")])
-    await hubsync.until(lambda: "first@example.com" in hubsync.hubspot(), timeout=30, what="a first write")
+    await hubsync.until(
+        lambda: "first@example.com" in hubsync.hubspot(), timeout=30, what="a first write"
+    )
     used = hubsync.emulator.admin.stats()["daily_used"]
     hubsync.emulator.admin.configure(daily=used + 2)  # two calls left today
-    await hubsync.publish([AudienceEntered(audience_id="aud", email=f"d{i}@example.com") for i in range(1_000)])
+    await hubsync.publish(
+        [AudienceEntered(audience_id="aud", email=f"d{i}@example.com") for i in range(1_000)]
+    )
 
     async def waiting() -> dict[str, Any] | None:
         [record] = await collect(hubsync.redis, hubsync.keys)
@@ -174,14 +229,20 @@ async def test_the_daily_limit_holds_the_writes_and_says_until_when(make_hubsync
     assert stats["rate_limited"] <= 4  # at most the calls in flight, then silence until midnight
     before = stats["requests"]
     await asyncio.sleep(3)
-    assert hubsync.emulator.admin.stats()["requests"] == before, "calls went on after the daily limit"
+    assert hubsync.emulator.admin.stats()["requests"] == before, (
+        "calls went on after the daily limit"
+    )
     status = record["status"] or {}
     assert status.get("state") == "running" and status.get("pending", 0) > 0
 
 
-async def test_one_bad_input_is_parked_with_hubspots_message_and_the_other_99_are_written(make_hubsync: MakeHubsync) -> None:
+async def test_one_bad_input_is_parked_with_hubspots_message_and_the_other_99_are_written(
+    make_hubsync: MakeHubsync,
+) -> None:
     hubsync = await make_hubsync()
-    hubsync.emulator.admin.configure(email_upsert_errors="whole_batch")  # a bad input fails the whole batch (400)
+    hubsync.emulator.admin.configure(
+        email_upsert_errors="whole_batch"
+    )  # a bad input fails the whole batch (400)
     hubsync.emulator.admin.faults(reject_emails=["refused42@example.com"])
     await hubsync.publish([AudienceDefined(audience_id="aud", name="Audience")])
     activation = await hubsync.create_activation("pat-400", audiences=["aud"])
@@ -200,15 +261,23 @@ async def test_one_bad_input_is_parked_with_hubspots_message_and_the_other_99_ar
     figures(hubsync, "400 for one input")
 
 
-async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_storm(make_hubsync: MakeHubsync) -> None:
+async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_storm(
+    make_hubsync: MakeHubsync,
+) -> None:
     hubsync = await make_hubsync()
     admin = hubsync.emulator.admin
     admin.configure(open_auth=False)
-    partial = ["crm.schemas.contacts.read", "crm.schemas.contacts.write", "crm.objects.contacts.read"]
+    partial = [
+        "crm.schemas.contacts.read",
+        "crm.schemas.contacts.write",
+        "crm.objects.contacts.read",
+    ]
     admin.register_token("pat-good")
     admin.register_token("pat-revoked")
     admin.register_token("pat-partial", partial)
-    await hubsync.publish([AudienceDefined(audience_id=a, name=a.title()) for a in ("good", "revoked", "partial")])
+    await hubsync.publish(
+        [AudienceDefined(audience_id=a, name=a.title()) for a in ("good", "revoked", "partial")]
+    )
     good = await hubsync.create_activation("pat-good", audiences=["good"])
     revoked = await hubsync.create_activation("pat-revoked", audiences=["revoked"])
     partial_id = await hubsync.create_activation("pat-partial", audiences=["partial"])
@@ -216,11 +285,20 @@ async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_s
     def members(audience: str) -> int:
         return sum(1 for p in hubsync.hubspot().values() if p.get(f"raptor_{audience}") == "true")
 
-    await hubsync.publish([AudienceEntered(audience_id=a, email=f"{a}-warm@example.com") for a in ("good", "revoked")])
-    await hubsync.until(lambda: members("good") == 1 and members("revoked") == 1, timeout=30, what="a first write")
+    await hubsync.publish(
+        [AudienceEntered(audience_id=a, email=f"{a}-warm@example.com") for a in ("good", "revoked")]
+    )
+    await hubsync.until(
+        lambda: members("good") == 1 and members("revoked") == 1, timeout=30, what="a first write"
+    )
     admin.revoke_token("pat-revoked")
-    await hubsync.publish([AudienceEntered(audience_id=a, email=f"{a}{i}@example.com")
-                           for i in range(200) for a in ("good", "revoked", "partial")])
+    await hubsync.publish(
+        [
+            AudienceEntered(audience_id=a, email=f"{a}{i}@example.com")
+            for i in range(200)
+            for a in ("good", "revoked", "partial")
+        ]
+    )
 
     async def paused(activation_id: str) -> str | None:
         for record in await collect(hubsync.redis, hubsync.keys):
@@ -235,17 +313,23 @@ async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_s
     reasons = await eventually(both_paused, what="both refused activations to pause")
     print("pause reasons:", reasons)
     assert "401" in (reasons[revoked] or "") and "revoked" in (reasons[revoked] or "")
-    assert "403" in (reasons[partial_id] or "") and "crm.objects.contacts.write" in (reasons[partial_id] or "")
+    assert "403" in (reasons[partial_id] or "") and "crm.objects.contacts.write" in (
+        reasons[partial_id] or ""
+    )
     # The other token's activation is not touched: it syncs everything.
-    await hubsync.until(lambda: members("good") == 201, timeout=30, what="the good token's activation to sync")
+    await hubsync.until(
+        lambda: members("good") == 201, timeout=30, what="the good token's activation to sync"
+    )
     assert await paused(good) is None
     await asyncio.sleep(2)  # give a retry storm the time to show
     log = admin.requests()
     for token in ("pat-revoked", "pat-partial"):
         mine = [r for r in log if r["token"] == token_fingerprint(token)]
         first = next(i for i, r in enumerate(mine) if r["status"] in ("401", "403"))
-        after = mine[first + 1:]
-        print(f"{token}: {len(after)} requests after the first refusal: {Counter(r['status'] for r in after)}")
+        after = mine[first + 1 :]
+        print(
+            f"{token}: {len(after)} requests after the first refusal: {Counter(r['status'] for r in after)}"
+        )
         assert len(after) <= 4, f"{token}: a retry storm of {len(after)} requests"
     assert members("revoked") == 1 and members("partial") == 0
 
@@ -254,5 +338,8 @@ async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_s
     admin.register_token("pat-partial")
     for activation_id in (revoked, partial_id):
         await hubsync.control(ActivationResumed(activation_id=activation_id))
-    await hubsync.until(lambda: members("revoked") == 201 and members("partial") == 200, timeout=60,
-                        what="the resumed activations to sync")
+    await hubsync.until(
+        lambda: members("revoked") == 201 and members("partial") == 200,
+        timeout=60,
+        what="the resumed activations to sync",
+    )

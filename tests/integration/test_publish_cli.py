@@ -16,7 +16,9 @@ from hubsync.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(tmp_path: Path, redis_url: str) -> None:
+def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(
+    tmp_path: Path, redis_url: str
+) -> None:
     namespace = f"pub{uuid.uuid4().hex[:8]}"
     lines = [
         '{"type":"audience_defined","audience_id":"a17","name":"Abandon Basket"}',
@@ -28,8 +30,15 @@ def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(tmp_path: Pa
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(main, ["publish", str(path)], env={
-        "HUBSYNC_REDIS_URL": redis_url, "HUBSYNC_NAMESPACE": namespace, "HUBSYNC_SECRET_KEY": "unused"})
+    result = CliRunner().invoke(
+        main,
+        ["publish", str(path)],
+        env={
+            "HUBSYNC_REDIS_URL": redis_url,
+            "HUBSYNC_NAMESPACE": namespace,
+            "HUBSYNC_SECRET_KEY": "unused",
+        },
+    )
     assert result.exit_code == 1  # some lines were bad
     assert "published 3 events; 2 bad lines skipped" in result.output
     assert "line 3" in result.output and "not a JSON object" in result.output

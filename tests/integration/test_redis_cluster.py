@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def on_cluster(ray_session: None, redis_cluster_url: str, emulator: EmulatorServer) -> AsyncIterator[Hubsync]:
+async def on_cluster(
+    ray_session: None, redis_cluster_url: str, emulator: EmulatorServer
+) -> AsyncIterator[Hubsync]:
     emulator.admin.reset()
     running = Hubsync(redis_cluster_url, emulator, SECRET_KEY, partitions=4)
     await running.start()
@@ -26,17 +28,26 @@ async def on_cluster(ray_session: None, redis_cluster_url: str, emulator: Emulat
     await running.stop()
 
 
-async def test_the_pipeline_runs_on_a_redis_cluster_and_survives_a_router_crash(on_cluster: Hubsync) -> None:
+async def test_the_pipeline_runs_on_a_redis_cluster_and_survives_a_router_crash(
+    on_cluster: Hubsync,
+) -> None:
     hubsync = on_cluster
     seed = 31
     await define(hubsync)
     events, expected = scenario(seed, contacts=300, events=3_000)
     rng = random.Random(seed)
     for n in range(0, len(events), 500):
-        await hubsync.publish(events[n:n + 500])
+        await hubsync.publish(events[n : n + 500])
         if n == 1_000:
             ray.kill(await hubsync.wait_actor("router", rng.randrange(4)), no_restart=False)
     await converge(hubsync, expected, seed)
-    streams = {k.decode() async for k in hubsync.redis.scan_iter(match=f"{hubsync.namespace}:changes:*")}
+    streams = {
+        k.decode() async for k in hubsync.redis.scan_iter(match=f"{hubsync.namespace}:changes:*")
+    }
     assert streams == {f"{hubsync.namespace}:changes:{p}" for p in range(4)}
-    assert await hubsync.redis.exists(f"{hubsync.namespace}:catalog", f"{hubsync.namespace}:activations") == 2
+    assert (
+        await hubsync.redis.exists(
+            f"{hubsync.namespace}:catalog", f"{hubsync.namespace}:activations"
+        )
+        == 2
+    )

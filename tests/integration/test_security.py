@@ -65,7 +65,9 @@ async def test_the_access_token_appears_in_clear_nowhere(hubsync: Hubsync) -> No
     token = f"pat-na1-{secrets.token_hex(16)}"
     await hubsync.publish([AudienceDefined(audience_id="sec", name="Secure")])
     activation = await hubsync.create_activation(token, audiences=["sec"])
-    await hubsync.publish([AudienceEntered(audience_id="sec", email=f"s{i}@example.com") for i in range(20)])
+    await hubsync.publish(
+        [AudienceEntered(audience_id="sec", email=f"s{i}@example.com") for i in range(20)]
+    )
     await hubsync.until(lambda: len(hubsync.hubspot()) == 20, timeout=30, what="the contacts")
     # The error paths too: HubSpot now refuses the token (401), hubsync pauses with the reason.
     hubsync.emulator.admin.configure(open_auth=False)
@@ -85,7 +87,9 @@ async def test_the_access_token_appears_in_clear_nowhere(hubsync: Hubsync) -> No
             found.append(f"redis: {value[:120]!r}")
     names = ray.util.list_named_actors(all_namespaces=True)
     found += [f"ray actor name {a}" for a in names if token in json.dumps(a)]
-    assert any(a["name"].startswith("governor:") for a in names if a["namespace"] == hubsync.namespace)
+    assert any(
+        a["name"].startswith("governor:") for a in names if a["namespace"] == hubsync.namespace
+    )
     logs = glob.glob("/tmp/ray/session_latest/logs/**/*", recursive=True)
     assert logs, "no Ray logs to scan"
     for path in logs:
@@ -111,7 +115,9 @@ async def test_the_access_token_appears_in_clear_nowhere(hubsync: Hubsync) -> No
     assert not found, f"the access token is in clear in: {found}"
 
 
-def test_everything_hubsync_serves_binds_to_loopback_by_default(emulator: EmulatorServer, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_everything_hubsync_serves_binds_to_loopback_by_default(
+    emulator: EmulatorServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import inspect
 
     from hubsync import service
@@ -129,12 +135,31 @@ def test_everything_hubsync_serves_binds_to_loopback_by_default(emulator: Emulat
     service.init_ray(Config.from_environ({}))
     assert seen["dashboard_host"] == "127.0.0.1" and seen["_node_ip_address"] == "127.0.0.1"
     # Nothing in this process (the emulator's server thread, Ray's driver) listens beyond loopback.
-    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-    assert listening and all(addr.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for addr in listening), listening
+    listening = [
+        c.laddr
+        for c in psutil.Process().net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening and all(
+        addr.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for addr in listening
+    ), listening
 
 
-@pytest.mark.parametrize("email", ["../x", "../x@example.com", "a?b@example.com", "a#b@example.com", "a/b@example.com",
-                                   "ada@example.com/../../x", "x@y..com", "", "no-at-sign", "a\\b@example.com"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "../x",
+        "../x@example.com",
+        "a?b@example.com",
+        "a#b@example.com",
+        "a/b@example.com",
+        "ada@example.com/../../x",
+        "x@y..com",
+        "",
+        "no-at-sign",
+        "a\\b@example.com",
+    ],
+)
 def test_an_email_that_would_escape_its_url_path_is_refused(email: str) -> None:
     with pytest.raises(ValueError, match="not an email address"):
         _email_for_path(email)
@@ -151,12 +176,20 @@ async def test_the_client_builds_encoded_paths_and_sends_nothing_for_a_bad_one()
 
     def answer(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        return httpx.Response(200, json={"id": "1", "properties": {"email": "ada+1@example.com"}, "name": "raptor_x"})
+        return httpx.Response(
+            200, json={"id": "1", "properties": {"email": "ada+1@example.com"}, "name": "raptor_x"}
+        )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-        client = HubSpotClient("pat-paths", base_url="https://api.hubapi.com", api_version="2026-03", http=http)
+        client = HubSpotClient(
+            "pat-paths", base_url="https://api.hubapi.com", api_version="2026-03", http=http
+        )
         await client.get_contact_by_email("Ada+1@Example.com", properties=["raptor_x"])
-        assert sent[-1].url.raw_path.decode().startswith("/crm/objects/2026-03/contacts/ada%2B1@example.com?")
+        assert (
+            sent[-1]
+            .url.raw_path.decode()
+            .startswith("/crm/objects/2026-03/contacts/ada%2B1@example.com?")
+        )
         for bad in ("../x", "a?b@example.com"):
             with pytest.raises(ValueError):
                 await client.get_contact_by_email(bad)

@@ -42,8 +42,13 @@ class Up:
         self.ready_line = ""
 
     def start(self, timeout: float = 120) -> str:
-        self.process = subprocess.Popen([sys.executable, "-m", "hubsync.cli", "up"], env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hubsync.cli", "up"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         seen = []
@@ -65,8 +70,13 @@ class Up:
         return out
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "hubsync.cli", *args], env={**self.env, **env},
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "hubsync.cli", *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -87,7 +97,11 @@ def xadd_as_any_producer(client: redis.Redis, namespace: str, events: list[dict]
     pipe = client.pipeline()
     for event in events:
         email = event.get("email")
-        stream = f"{namespace}:catalog" if email is None else f"{namespace}:changes:{zlib.crc32(email.strip().lower().encode()) % partitions}"
+        stream = (
+            f"{namespace}:catalog"
+            if email is None
+            else f"{namespace}:changes:{zlib.crc32(email.strip().lower().encode()) % partitions}"
+        )
         pipe.xadd(stream, {"event": json.dumps(event)})
     pipe.execute()
 
@@ -97,32 +111,72 @@ def test_up_syncs_what_any_producer_writes_and_stops_cleanly(up: Up, redis_url: 
         assert "Ray dashboard" in up.start()
         client = redis.Redis.from_url(redis_url)
         namespace = up.env["HUBSYNC_NAMESPACE"]
-        xadd_as_any_producer(client, namespace, [
-            {"type": "audience_defined", "audience_id": "a17", "name": "Abandon Basket"},
-            {"type": "attribute_defined", "attribute_id": "ltv", "name": "Lifetime value", "value_type": "number"},
-        ])
-        created = up.cli("activation", "create", "--name", "Marketing", "--token-env", "HS_TOKEN",
-                         "--base-url", emulator.url, "--audience", "a17", "--attribute", "ltv", "--json",
-                         HS_TOKEN="pat-na1-up-test")
+        xadd_as_any_producer(
+            client,
+            namespace,
+            [
+                {"type": "audience_defined", "audience_id": "a17", "name": "Abandon Basket"},
+                {
+                    "type": "attribute_defined",
+                    "attribute_id": "ltv",
+                    "name": "Lifetime value",
+                    "value_type": "number",
+                },
+            ],
+        )
+        created = up.cli(
+            "activation",
+            "create",
+            "--name",
+            "Marketing",
+            "--token-env",
+            "HS_TOKEN",
+            "--base-url",
+            emulator.url,
+            "--audience",
+            "a17",
+            "--attribute",
+            "ltv",
+            "--json",
+            HS_TOKEN="pat-na1-up-test",
+        )
         assert created.returncode == 0, created.stderr
         activation_id = json.loads(created.stdout)["activation_id"]
-        xadd_as_any_producer(client, namespace, [
-            {"type": "audience_entered", "audience_id": "a17", "email": "Ada@Example.com", "at": "2026-11-27T08:00:00Z"},
-            {"type": "attribute_changed", "attribute_id": "ltv", "email": "ada@example.com", "value": 1234.5},
-            {"type": "audience_entered", "audience_id": "a17", "email": "bob@example.com"},
-            {"type": "audience_left", "audience_id": "a17", "email": "bob@example.com"},
-        ])
+        xadd_as_any_producer(
+            client,
+            namespace,
+            [
+                {
+                    "type": "audience_entered",
+                    "audience_id": "a17",
+                    "email": "Ada@Example.com",
+                    "at": "2026-11-27T08:00:00Z",
+                },
+                {
+                    "type": "attribute_changed",
+                    "attribute_id": "ltv",
+                    "email": "ada@example.com",
+                    "value": 1234.5,
+                },
+                {"type": "audience_entered", "audience_id": "a17", "email": "bob@example.com"},
+                {"type": "audience_left", "audience_id": "a17", "email": "bob@example.com"},
+            ],
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             contacts = emulator.admin.contact_properties()
-            if (contacts.get("ada@example.com", {}).get("raptor_abandon_basket") == "true"
-                    and contacts.get("ada@example.com", {}).get("raptor_lifetime_value") == "1234.5"
-                    and contacts.get("bob@example.com", {}).get("raptor_abandon_basket") == "false"):
+            if (
+                contacts.get("ada@example.com", {}).get("raptor_abandon_basket") == "true"
+                and contacts.get("ada@example.com", {}).get("raptor_lifetime_value") == "1234.5"
+                and contacts.get("bob@example.com", {}).get("raptor_abandon_basket") == "false"
+            ):
                 break
             time.sleep(0.3)
         else:
             raise AssertionError(f"not synced: {emulator.admin.contact_properties()}")
-        assert any(g["name"] == "raptor_smart_advisor_cdp" for g in emulator.admin.properties()["groups"])
+        assert any(
+            g["name"] == "raptor_smart_advisor_cdp" for g in emulator.admin.properties()["groups"]
+        )
 
         status = up.cli("status", "--json")
         assert status.returncode == 0, status.stderr
@@ -140,12 +194,30 @@ def test_sigterm_mid_backfill_then_up_again_resumes_where_it_stood(up: Up, redis
         up.start()
         client = redis.Redis.from_url(redis_url)
         namespace = up.env["HUBSYNC_NAMESPACE"]
-        xadd_as_any_producer(client, namespace, [{"type": "audience_defined", "audience_id": "big", "name": "Big"}])
-        xadd_as_any_producer(client, namespace, [
-            {"type": "audience_entered", "audience_id": "big", "email": f"b{i}@example.com"} for i in range(members)
-        ])
-        created = up.cli("activation", "create", "--name", "Backfill", "--token-env", "HS_TOKEN", "--base-url",
-                         emulator.url, "--audience", "big", HS_TOKEN="pat-na1-resume")
+        xadd_as_any_producer(
+            client, namespace, [{"type": "audience_defined", "audience_id": "big", "name": "Big"}]
+        )
+        xadd_as_any_producer(
+            client,
+            namespace,
+            [
+                {"type": "audience_entered", "audience_id": "big", "email": f"b{i}@example.com"}
+                for i in range(members)
+            ],
+        )
+        created = up.cli(
+            "activation",
+            "create",
+            "--name",
+            "Backfill",
+            "--token-env",
+            "HS_TOKEN",
+            "--base-url",
+            emulator.url,
+            "--audience",
+            "big",
+            HS_TOKEN="pat-na1-resume",
+        )
         assert created.returncode == 0, created.stderr
         deadline = time.monotonic() + 60
         while emulator.admin.stats()["inputs_written"] < 5_000:  # the first window is under way

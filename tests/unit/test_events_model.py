@@ -38,17 +38,36 @@ def test_the_documented_examples_decode() -> None:
     ]
     types = [type(decode_cdp_event(line)).__name__ for line in lines]
     assert types == [
-        "AudienceDefined", "AudienceEntered", "AudienceLeft", "AudienceDeleted",
-        "AttributeDefined", "AttributeChanged", "AttributeChanged", "AttributeDeleted",
+        "AudienceDefined",
+        "AudienceEntered",
+        "AudienceLeft",
+        "AudienceDeleted",
+        "AttributeDefined",
+        "AttributeChanged",
+        "AttributeChanged",
+        "AttributeDeleted",
     ]
 
 
 def test_emails_are_trimmed_and_lower_cased_at_decode() -> None:
-    event = decode_cdp_event(b'{"type":"audience_left","audience_id":"a1","email":"  Ada@Example.COM "}')
+    event = decode_cdp_event(
+        b'{"type":"audience_left","audience_id":"a1","email":"  Ada@Example.COM "}'
+    )
     assert event == AudienceLeft(audience_id="a1", email="ada@example.com")
 
 
-@pytest.mark.parametrize("email", ["", "ada", "ada@", "@example.com", "a b@example.com", "ada@example", "x" * 250 + "@example.com"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "ada",
+        "ada@",
+        "@example.com",
+        "a b@example.com",
+        "ada@example",
+        "x" * 250 + "@example.com",
+    ],
+)
 def test_invalid_emails_are_refused_with_the_reason(email: str) -> None:
     raw = msgspec.json.encode({"type": "audience_entered", "audience_id": "a1", "email": email})
     with pytest.raises(InvalidEvent, match="invalid email"):
@@ -63,8 +82,14 @@ def test_invalid_emails_are_refused_with_the_reason(email: str) -> None:
         (b'{"type":"audience_renamed"}', "unknown CDP event type 'audience_renamed'"),
         (b'{"type":"audience_entered","email":"a@b.co"}', "missing required field `audience_id`"),
         (b'{"type":"audience_entered","audience_id":"../x","email":"a@b.co"}', "audience_id"),
-        (b'{"type":"attribute_defined","attribute_id":"x","name":"X","value_type":"money"}', "value_type"),
-        (b'{"type":"attribute_defined","attribute_id":"x","name":"X","value_type":"enumeration"}', "needs a non-empty 'options'"),
+        (
+            b'{"type":"attribute_defined","attribute_id":"x","name":"X","value_type":"money"}',
+            "value_type",
+        ),
+        (
+            b'{"type":"attribute_defined","attribute_id":"x","name":"X","value_type":"enumeration"}',
+            "needs a non-empty 'options'",
+        ),
     ],
 )
 def test_malformed_entries_say_what_is_wrong(raw: bytes, reason: str) -> None:
@@ -75,13 +100,17 @@ def test_malformed_entries_say_what_is_wrong(raw: bytes, reason: str) -> None:
 
 def test_control_events_round_trip() -> None:
     created = ActivationCreated(
-        activation_id="act1", name="Marketing", token_sealed="gAAA...", token_fingerprint="ab12",
-        audiences=("a17",), attributes=("ltv",),
+        activation_id="act1",
+        name="Marketing",
+        token_sealed="gAAA...",
+        token_fingerprint="ab12",
+        audiences=("a17",),
+        attributes=("ltv",),
     )
     assert decode_control_event(encode(created)) == created
-    assert decode_control_event(b'{"type":"audience_added","activation_id":"act1","audience_id":"a2"}') == AudienceAdded(
-        activation_id="act1", audience_id="a2"
-    )
+    assert decode_control_event(
+        b'{"type":"audience_added","activation_id":"act1","audience_id":"a2"}'
+    ) == AudienceAdded(activation_id="act1", audience_id="a2")
     with pytest.raises(InvalidEvent, match="unknown control event type"):
         decode_control_event(b'{"type":"audience_entered","activation_id":"x"}')
 
@@ -91,7 +120,9 @@ TEXT = AttributeDefined(attribute_id="city", name="City", value_type="string")
 FLAG = AttributeDefined(attribute_id="vip", name="VIP", value_type="bool")
 DAY = AttributeDefined(attribute_id="born", name="Born", value_type="date")
 MOMENT = AttributeDefined(attribute_id="seen", name="Seen", value_type="datetime")
-TIER = AttributeDefined(attribute_id="tier", name="Tier", value_type="enumeration", options=["gold", "silver"])
+TIER = AttributeDefined(
+    attribute_id="tier", name="Tier", value_type="enumeration", options=["gold", "silver"]
+)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +139,9 @@ TIER = AttributeDefined(attribute_id="tier", name="Tier", value_type="enumeratio
         (NUMBER, None, None),
     ],
 )
-def test_values_that_match_their_type_pass(definition: AttributeDefined, value: object, expected: object) -> None:
+def test_values_that_match_their_type_pass(
+    definition: AttributeDefined, value: object, expected: object
+) -> None:
     assert check_value(definition, value) == expected  # type: ignore[arg-type]
 
 
@@ -140,7 +173,13 @@ emails = st.builds(
     st.sampled_from(["com", "org", "io", "co.uk"]),
 )
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,30}", fullmatch=True)
-values = st.none() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans() | st.text(max_size=50)
+values = (
+    st.none()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.text(max_size=50)
+)
 moments = st.none() | st.datetimes(timezones=st.just(dt.UTC))
 events = st.one_of(
     st.builds(AudienceEntered, audience_id=ids, email=emails, at=moments),

@@ -42,8 +42,14 @@ class _ControlStream:
 
 
 class Rig:
-    def __init__(self, *, token: str = "pat-unit", tokens: dict[str, frozenset[str]] | None = None,
-                 config: EmulatorConfig | None = None, start: float = 1_800_000_000.0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "pat-unit",
+        tokens: dict[str, frozenset[str]] | None = None,
+        config: EmulatorConfig | None = None,
+        start: float = 1_800_000_000.0,
+    ) -> None:
         self.clock = FakeClock(start)
         self.state = HubSpotState(config, tokens=tokens, clock=self.clock.now)
         self.control = _ControlStream()
@@ -52,14 +58,35 @@ class Rig:
             self.clock.advance(max(seconds, 0.0))
             await asyncio.sleep(0)
 
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(self.state)), base_url="http://hubspot.test")
-        self.core = GovernorCore(self.control, Keys("unit"), token_fingerprint(token), secret_key="unused",  # type: ignore[arg-type]
-                                 clock=self.clock, sleep=sleep, http=http)
-        self.core._activations.evolve(ActivationCreated(
-            activation_id="act1", name="one", token_sealed="sealed", token_fingerprint=token_fingerprint(token)), 1)
-        self.core._client = HubSpotClient(token, base_url="http://hubspot.test", http=http,
-                                          before_request=self.core._before_request,
-                                          after_response=self.core._after_response)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(self.state)),
+            base_url="http://hubspot.test",
+        )
+        self.core = GovernorCore(
+            self.control,
+            Keys("unit"),
+            token_fingerprint(token),
+            secret_key="unused",  # type: ignore[arg-type]
+            clock=self.clock,
+            sleep=sleep,
+            http=http,
+        )
+        self.core._activations.evolve(
+            ActivationCreated(
+                activation_id="act1",
+                name="one",
+                token_sealed="sealed",
+                token_fingerprint=token_fingerprint(token),
+            ),
+            1,
+        )
+        self.core._client = HubSpotClient(
+            token,
+            base_url="http://hubspot.test",
+            http=http,
+            before_request=self.core._before_request,
+            after_response=self.core._after_response,
+        )
         self.core.start()
 
     def faults(self, **settings: Any) -> None:
@@ -69,7 +96,11 @@ class Rig:
         return [(t, op, status) for t, _, op, status in self.state.request_log]
 
     async def upsert(self, n: int = 1, activation: str = "act1", prefix: str = "c") -> list[Any]:
-        return await self.core.upsert(activation, "realtime", [(f"{prefix}{i}@example.com", {"firstname": "Ada"}) for i in range(n)])
+        return await self.core.upsert(
+            activation,
+            "realtime",
+            [(f"{prefix}{i}@example.com", {"firstname": "Ada"}) for i in range(n)],
+        )
 
     async def close(self) -> None:
         await self.core.aclose()
@@ -125,14 +156,19 @@ async def test_5xx_423_timeouts_are_retried_with_backoff_then_give_up(rig: Any) 
     assert len(r.log()) == 4 + MAX_ATTEMPTS  # exactly MAX_ATTEMPTS tries, no more
 
 
-async def test_the_daily_limit_from_the_headers_holds_calls_until_midnight_and_says_so(rig: Any) -> None:
+async def test_the_daily_limit_from_the_headers_holds_calls_until_midnight_and_says_so(
+    rig: Any,
+) -> None:
     r = rig(start=BEFORE_MIDNIGHT)
     r.state.configure({"daily": 3})
     for i in range(3):
         await r.upsert(prefix=f"day{i}-")
     status = r.core.status()
     assert status["daily_left"] == 0
-    assert status["waiting_for"] == "waiting for HubSpot's daily limit to reset at 2026-11-28T00:00:00Z"
+    assert (
+        status["waiting_for"]
+        == "waiting for HubSpot's daily limit to reset at 2026-11-28T00:00:00Z"
+    )
     assert [o.status for o in await r.upsert(prefix="tomorrow")] == ["created"]
     log = r.log()
     assert len(log) == 4 and all(s == "200" for _, _, s in log)  # not one 429: the headers said it
@@ -167,7 +203,9 @@ async def test_a_revoked_token_pauses_its_activations_once_and_calls_no_more(rig
 
 
 async def test_a_missing_scope_is_named_in_the_pause_reason(rig: Any) -> None:
-    schemas_only = frozenset({"crm.schemas.contacts.read", "crm.schemas.contacts.write", "crm.objects.contacts.read"})
+    schemas_only = frozenset(
+        {"crm.schemas.contacts.read", "crm.schemas.contacts.write", "crm.objects.contacts.read"}
+    )
     r = rig(token="pat-partial", tokens={"pat-partial": schemas_only})
     with pytest.raises(TokenRejected, match=r"crm\.objects\.contacts\.write"):
         await r.upsert()
@@ -190,7 +228,9 @@ async def test_one_bad_input_in_a_batch_rejected_whole_is_isolated(rig: Any) -> 
     assert r.state.stats()["contacts"] == 99
 
 
-async def test_a_permit_used_late_counts_in_the_window_from_when_the_call_really_went(rig: Any) -> None:
+async def test_a_permit_used_late_counts_in_the_window_from_when_the_call_really_went(
+    rig: Any,
+) -> None:
     r = rig()
     await r.upsert()  # warm: the first call has told the governor what is left
     await r.core.turn("act1", "backfill")
