@@ -106,7 +106,7 @@ def activation() -> None:
     "--base-url",
     default="https://api.hubapi.com",
     show_default=True,
-    help="HubSpot's API, or the emulator's URL.",
+    help="HubSpot's API, or the emulator's URL: https://, or http:// to a loopback address only.",
 )
 @click.option(
     "--plan",
