@@ -53,13 +53,11 @@ __all__ = [
     "new_activation",
 ]
 
-# Append ARGV[3..] (field ARGV[2]) to KEYS[1] only if its last entry is still ARGV[1] ("0-0":
-# empty); else nil. One key, so it runs on one Redis Cluster node like any single-key command.
+# Append ARGV[3..] (field ARGV[2]) to KEYS[1] only if nothing was appended after ARGV[1], the
+# last entry the decision saw ("0-0": none); else nil. One key, so it runs on one Redis Cluster
+# node like any single-key command.
 _APPEND_IF_AT = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local at = '0-0'
-if #last > 0 then at = last[1][1] end
-if at ~= ARGV[1] then return false end
+if #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', 1) > 0 then return false end
 local ids = {}
 for i = 3, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[i]) end
 return ids
