@@ -489,6 +489,10 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
+        try:
+            spec.open_token(Sealer(key))  # the one check the governor makes, before any call
+        except SecretError as exc:
+            raise CommandRejected(str(exc)) from None
         status = await read_status(redis, config.keys, spec.activation_id)
         if not status or not status.get("properties"):
             raise CommandRejected(
@@ -556,6 +560,9 @@ def describe(spec: ActivationSpec) -> dict[str, Any]:
         "attributes": sorted(spec.attributes),
         "paused": spec.paused,
         "pause_reason": spec.pause_reason,
+        "token_sealing": "legacy: run `hubsync activation reseal`"
+        if is_legacy(spec.token_sealed)
+        else "bound to this activation",
     }
 
 

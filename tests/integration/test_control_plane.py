@@ -4,6 +4,7 @@ they enter and resealed in place, and nothing fixing the partition count but `hu
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,10 @@ async def test_reseal_rewrites_legacy_tokens_bound_to_their_activation(
     finally:
         await client.aclose()
 
+    shown = await asyncio.to_thread(run, "activation", "show", "old1", "--json")
+    assert json.loads(shown.output)["token_sealing"].startswith(
+        "legacy: run `hubsync activation reseal"
+    )
     usage = await asyncio.to_thread(run, "activation", "reseal")
     assert usage.exit_code == 2 and "or use --all" in usage.output
     one = await asyncio.to_thread(run, "activation", "reseal", "old 1")
@@ -184,6 +189,8 @@ async def test_reseal_rewrites_legacy_tokens_bound_to_their_activation(
     again = await asyncio.to_thread(run, "activation", "reseal", "--all")
     assert again.exit_code == 0 and "nothing to change" in again.output
 
+    shown = await asyncio.to_thread(run, "activation", "show", "old1", "--json")
+    assert json.loads(shown.output)["token_sealing"] == "bound to this activation"
     resealed = [e for e in _control(redis_url, keys) if isinstance(e, TokenResealed)]
     assert [e.activation_id for e in resealed] == ["old1", "old2"]
     client = connect(redis_url)
@@ -242,3 +249,30 @@ async def test_a_command_that_reads_partitions_does_not_fix_them(redis_url: str)
         assert await ensure_partitions(client, keys, 8) == 8  # what `hubsync up` is told holds
     finally:
         await client.aclose()
+
+
+async def test_verify_refuses_an_activation_whose_token_is_not_its_own(
+    cli: tuple[Keys, Any], redis_url: str
+) -> None:
+    """An edited entry (another token's sealed text under this fingerprint): verify stops with
+    the reason before it calls HubSpot, as the governor does."""
+    keys, run = cli
+    client = connect(redis_url)
+    try:
+        await Activations().execute(
+            client,
+            keys,
+            ActivationCreated(
+                activation_id="edited",
+                name="edited",
+                token_sealed=Sealer(KEY).seal_legacy("pat-na1-someone-elses-token"),
+                token_fingerprint=token_fingerprint(TOKEN),
+                base_url=LOOPBACK,
+            ),
+        )
+    finally:
+        await client.aclose()
+    result = await asyncio.to_thread(run, "activation", "verify", "edited")
+    assert result.exit_code == 1, result.output
+    assert "control stream was edited" in result.output
+    assert "someone-elses" not in result.output and TOKEN not in result.output
