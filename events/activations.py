@@ -267,6 +267,10 @@ class Activations(msgspec.Struct):
                     )
                 if problem := base_url_problem(event.base_url):
                     raise CommandRejected(problem)
+                if is_legacy(event.token_sealed):
+                    raise CommandRejected(
+                        "a new activation's token must be sealed for it (new_activation does)"
+                    )
                 self._check_shared_token(event)
                 return [event]
         spec = self.find(event.activation_id)

@@ -20,7 +20,7 @@ from events.activations import Activations, CommandRejected, new_activation
 from events.connection import connect
 from events.model import ActivationCreated, TokenResealed, decode_control_event
 from events.secrets import SEALED_PREFIX, Sealer
-from events.streams import EVENT_FIELD, Keys, ensure_partitions
+from events.streams import EVENT_FIELD, Keys, append_control, ensure_partitions
 from hubsync.cli import main
 
 pytestmark = pytest.mark.integration
@@ -160,8 +160,8 @@ async def test_reseal_rewrites_legacy_tokens_bound_to_their_activation(
     sealer = Sealer(KEY)
     client = connect(redis_url)
     try:
-        for n in (1, 2):
-            await Activations().execute(
+        for n in (1, 2):  # appended as a version before v2 did: `decide` refuses new legacy ones
+            await append_control(
                 client,
                 keys,
                 ActivationCreated(
@@ -259,7 +259,7 @@ async def test_verify_refuses_an_activation_whose_token_is_not_its_own(
     keys, run = cli
     client = connect(redis_url)
     try:
-        await Activations().execute(
+        await append_control(
             client,
             keys,
             ActivationCreated(

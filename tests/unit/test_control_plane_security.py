@@ -295,6 +295,11 @@ def test_a_second_activation_with_the_same_token_and_other_settings_is_refused(
     assert "use the same settings (--base-url, --api-version, --plan), or another token" in message
 
 
+def test_a_new_activation_with_an_unbound_legacy_token_is_refused() -> None:
+    with pytest.raises(CommandRejected, match="must be sealed for it"):
+        Activations().decide(created(token_sealed=Sealer(KEY).seal_legacy(TOKEN)))
+
+
 def test_a_second_activation_with_the_same_token_and_settings_is_accepted() -> None:
     state = folded(created())
     second = created("act2")
