@@ -42,6 +42,7 @@ from crm.errors import (
 )
 from crm.properties import PropertySpec
 from crm.ratelimit import RateLimitInfo
+from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec
 from events.model import ActivationPaused
 from events.secrets import Sealer, SecretError
@@ -167,7 +168,11 @@ class GovernorCore:
             self.problem = "HUBSYNC_SECRET_KEY is not set where the RateGovernor runs: set it on every Ray node"
             return
         try:
-            token = Sealer(self._secret_key).unseal(spec.token_sealed)
+            # Opens only for this activation id, base URL and fingerprint (and only over https
+            # or to loopback): an edited entry cannot send this token anywhere else.
+            token = spec.open_token(Sealer(self._secret_key))
+            if token_fingerprint(token) != self.fingerprint:
+                raise SecretError(f"the token of {spec.activation_id!r} is not this governor's")
         except SecretError as exc:
             self.problem = str(exc)
             return

@@ -44,6 +44,16 @@ class Settings(msgspec.Struct, frozen=True):
     def keys(self) -> Keys:
         return Keys(self.namespace)
 
+    def __repr__(self) -> str:
+        """Without the Redis password: Ray shows an actor's arguments in errors and logs."""
+        from events.connection import redact_url
+
+        shown = {name: getattr(self, name) for name in self.__struct_fields__}
+        shown["redis_url"] = redact_url(self.redis_url)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    __str__ = __repr__
+
 
 def _redis(settings: Settings) -> aioredis.Redis:
     return connect(settings.redis_url)

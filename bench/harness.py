@@ -30,7 +30,7 @@ from events.activations import Activations
 from events.model import ActivationCreated, ActivationPaused, CdpEvent
 from events.redis_server import RedisServer
 from events.secrets import Sealer, load_or_create_key
-from events.streams import Publisher
+from events.streams import Publisher, ensure_partitions
 from hubsync.activation_cmd import secret_key
 from hubsync.config import Config
 from hubsync.service import Service
@@ -106,10 +106,21 @@ class BenchStack(LocalStack):
             secret_key=load_or_create_key(self.home),
         )
         if self.before_service is not None:
+            # The scenario publishes before hubsync starts: fix the partition count first,
+            # explicitly, as the `hubsync up` that follows would (publishers only read it).
+            asyncio.run(_fix_partitions(self.config))
             self.before_service(self)
         self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
         self.service.start()
         return self
+
+
+async def _fix_partitions(config: Config) -> None:
+    redis = aioredis.Redis.from_url(config.resolve_redis_url())
+    try:
+        await ensure_partitions(redis, config.keys, config.partitions)
+    finally:
+        await redis.aclose()
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
@@ -273,7 +284,9 @@ async def create_activation(
         ActivationCreated(
             activation_id=activation_id,
             name=f"bench {activation_id}",
-            token_sealed=Sealer(secret_key(stack.config)).seal(token),
+            token_sealed=Sealer(secret_key(stack.config)).seal(
+                token, activation_id=activation_id, base_url=stack.emulator.url
+            ),
             token_fingerprint=token_fingerprint(token),
             base_url=stack.emulator.url,
             plan=plan,  # type: ignore[arg-type]

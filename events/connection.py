@@ -11,6 +11,7 @@ Redis restart (from its AOF) or a failover shows as a short delay, not as failed
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -18,13 +19,29 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["connect", "is_cluster_url"]
+__all__ = ["connect", "is_cluster_url", "redact_url"]
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (and a user name, which can be a token too) replaced by ``***``:
+    what may be shown of a Redis URL in a repr, a log line or an error."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<a URL that does not parse>"
 
 
 def connect(url: str) -> Any:

@@ -44,6 +44,7 @@ __all__ = [
     "Mode",
     "Plan",
     "ResyncRequested",
+    "TokenResealed",
     "ValueType",
     "check_value",
     "decode_cdp_event",
@@ -213,6 +214,12 @@ class ResyncRequested(ControlEvent, tag="resync_requested"):
     """Re-send every current value (repair after someone edited HubSpot by hand)."""
 
 
+class TokenResealed(ControlEvent, tag="token_resealed"):
+    """The same token, sealed again in the current format (bound to the activation)."""
+
+    token_sealed: str
+
+
 ControlUnion = (
     ActivationCreated
     | AudienceAdded
@@ -223,6 +230,7 @@ ControlUnion = (
     | ActivationResumed
     | ActivationDeleted
     | ResyncRequested
+    | TokenResealed
 )
 
 # --- codecs -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "DeadLetters",
     "Entry",
     "Keys",
+    "NotStarted",
     "Publisher",
     "StreamConsumer",
     "append_control",
@@ -111,14 +112,29 @@ class Keys:
         return f"{self.namespace}:governor:{{{fingerprint}}}:status"
 
 
-async def ensure_partitions(
-    redis: aioredis.Redis, keys: Keys, default: int = DEFAULT_PARTITIONS
-) -> int:
-    """The number of change-stream partitions: written once (first start), then fixed."""
-    if default < 1:
-        raise ValueError("partitions must be at least 1")
-    await redis.hsetnx(keys.config, "partitions", default)
-    return int(await redis.hget(keys.config, "partitions"))
+class NotStarted(LookupError):
+    """The partition count is not fixed yet: nothing may publish or read partitions before it is."""
+
+
+async def ensure_partitions(redis: aioredis.Redis, keys: Keys, default: int | None = None) -> int:
+    """The number of change-stream partitions, fixed once and then never changed.
+
+    Only ``hubsync up`` (the Supervisor) or an explicit operator step passes ``default``: it is
+    written then, if nothing was before. Everyone else (publishers, the CLI, the actors) passes
+    nothing and reads it, or gets NotStarted: a process that wrote its own default by being
+    first would fix a count nobody chose.
+    """
+    if default is not None:
+        if default < 1:
+            raise ValueError("partitions must be at least 1")
+        await redis.hsetnx(keys.config, "partitions", default)
+    raw = await redis.hget(keys.config, "partitions")
+    if raw is None:
+        raise NotStarted(
+            f"hubsync has not been started against this Redis (namespace {keys.namespace!r}): run "
+            "hubsync up first, which fixes the partition count"
+        )
+    return int(raw)
 
 
 class Publisher:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,12 +14,10 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
-from crm.tokens import token_fingerprint
-from events.activations import Activations, ActivationSpec, CommandRejected
+from events.activations import Activations, ActivationSpec, CommandRejected, new_activation
 from events.catalog import Catalog
 from events.connection import connect
 from events.model import (
-    ActivationCreated,
     ActivationDeleted,
     ActivationPaused,
     ActivationResumed,
@@ -30,8 +27,9 @@ from events.model import (
     AudienceRemoved,
     ControlEvent,
     ResyncRequested,
+    TokenResealed,
 )
-from events.secrets import Sealer, load_or_create_key
+from events.secrets import Sealer, SecretError, TokenError, is_legacy, load_or_create_key
 from hubsync.config import Config
 
 __all__ = ["activation", "open_redis", "secret_key"]
@@ -58,6 +56,13 @@ def secret_key(config: Config) -> str:
             'import Fernet; print(Fernet.generate_key().decode())")'
         )
     return load_or_create_key(config.home)
+
+
+def _sealer(config: Config) -> Sealer:
+    try:
+        return Sealer(secret_key(config))
+    except SecretError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def open_redis(config: Config) -> aioredis.Redis:
@@ -101,7 +106,7 @@ def activation() -> None:
     "--base-url",
     default="https://api.hubapi.com",
     show_default=True,
-    help="HubSpot's API, or the emulator's URL.",
+    help="HubSpot's API, or the emulator's URL: https://, or http:// to a loopback address only.",
 )
 @click.option(
     "--plan",
@@ -159,18 +164,22 @@ def create(
             "(hubsync reads tokens from the environment so they stay out of shell history)"
         )
     config = _config()
-    event = ActivationCreated(
-        activation_id=f"act_{uuid.uuid4().hex[:10]}",
-        name=name,
-        token_sealed=Sealer(secret_key(config)).seal(token),
-        token_fingerprint=token_fingerprint(token),
-        base_url=base_url.rstrip("/"),
-        api_version=api_version,  # type: ignore[arg-type]
-        plan=plan,  # type: ignore[arg-type]
-        mode="update_only" if update_only else "upsert",
-        audiences=tuple(dict.fromkeys(audiences)),
-        attributes=tuple(dict.fromkeys(attributes)),
-    )
+    try:
+        event = new_activation(
+            _sealer(config),
+            name=name,
+            token=token,
+            base_url=base_url,
+            api_version=api_version,
+            plan=plan,
+            mode="update_only" if update_only else "upsert",
+            audiences=audiences,
+            attributes=attributes,
+        )
+    except TokenError as exc:
+        raise click.UsageError(f"{token_env}: {exc}") from None
+    except CommandRejected as exc:
+        raise click.UsageError(str(exc)) from None
 
     async def work(redis: aioredis.Redis) -> list[str]:
         catalog = Catalog()
@@ -410,6 +419,52 @@ def resync(ref: str, wait: bool) -> None:
 
 
 @activation.command()
+@click.argument("ref", required=False)
+@click.option(
+    "--all", "every", is_flag=True, help="Reseal every activation still in the old format."
+)
+def reseal(ref: str | None, every: bool) -> None:
+    """Re-seal a token stored in the old format, bound to its activation (REF, or --all).
+
+    Tokens sealed before hubsync bound them to their activation (plain Fernet) keep working, but
+    a copy of one would open anywhere; this rewrites them in the current format. Idempotent.
+    """
+    if (ref is None) == (not every):
+        raise click.UsageError("name one activation (ID or name) or use --all")
+    config = _config()
+    sealer = _sealer(config)
+
+    async def work(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        specs = list(state.by_id.values()) if every else [state.find(ref or "")]
+        done, failed = [], []
+        for spec in specs:
+            if not is_legacy(spec.token_sealed):
+                continue
+            try:
+                token = spec.open_token(sealer)
+            except SecretError as exc:
+                failed.append(f"{spec.activation_id} ({spec.name}): {exc}")
+                continue
+            sealed = sealer.seal(token, activation_id=spec.activation_id, base_url=spec.base_url)
+            event = TokenResealed(activation_id=spec.activation_id, token_sealed=sealed)
+            if await state.execute(redis, config.keys, event):
+                done.append(f"{spec.activation_id} ({spec.name})")
+        return done, failed
+
+    done, failed = with_redis(config, work)
+    for line in done:
+        click.echo(f"resealed {line}")
+    for line in failed:
+        click.echo(f"not resealed {line}", err=True)
+    if not done and not failed:
+        click.echo("nothing to change: every token is sealed in the current format")
+    if failed:
+        sys.exit(1)
+
+
+@activation.command()
 @click.argument("ref")
 @click.option("--fix", is_flag=True, help="If anything differs, request a resync.")
 @click.option(
@@ -434,6 +489,10 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
+        try:
+            spec.open_token(Sealer(key))  # the one check the governor makes, before any call
+        except SecretError as exc:
+            raise CommandRejected(str(exc)) from None
         status = await read_status(redis, config.keys, spec.activation_id)
         if not status or not status.get("properties"):
             raise CommandRejected(
@@ -501,6 +560,9 @@ def describe(spec: ActivationSpec) -> dict[str, Any]:
         "attributes": sorted(spec.attributes),
         "paused": spec.paused,
         "pause_reason": spec.pause_reason,
+        "token_sealing": "legacy: run `hubsync activation reseal`"
+        if is_legacy(spec.token_sealed)
+        else "bound to this activation",
     }
 
 

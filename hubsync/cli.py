@@ -41,6 +41,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
     Each line is one event of the wire contract (see README). Bad lines are reported with their
     line number and skipped; the good ones are still published.
     """
+    from events.streams import NotStarted
     from hubsync.publish import publish_lines
 
     config = load_config()
@@ -84,10 +85,11 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
                     client,
                     config.keys,
                     counted(task),
-                    partitions=config.partitions,
                     batch=batch,
                     on_progress=lambda n: progress.update(task, events=n),
                 )
+        except NotStarted as exc:
+            raise click.ClickException(str(exc)) from None
         finally:
             await client.aclose()
         for bad in report.bad[:50]:

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from events.connection import redact_url
 from events.streams import DEFAULT_PARTITIONS, Keys
 
 __all__ = ["Config", "ConfigError"]
+
+SECRET_FIELDS = frozenset({"secret_key"})  # never shown, not even in part
+URL_FIELDS = frozenset({"redis_url", "ray_address"})  # shown without a password
 
 
 class ConfigError(ValueError):
@@ -59,6 +63,20 @@ class Config:
             ray_address=env.get("RAY_ADDRESS") or None,
             actor_resource=env.get("HUBSYNC_ACTOR_RESOURCE") or None,
         )
+
+    def __repr__(self) -> str:
+        """Every setting but the secrets: no key, no Redis password (logs, tracebacks, Ray)."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value and f.name in SECRET_FIELDS:
+                value = "<hidden>"
+            elif value and f.name in URL_FIELDS:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    __str__ = __repr__
 
     @property
     def keys(self) -> Keys:

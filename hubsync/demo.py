@@ -197,7 +197,9 @@ async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
             ActivationCreated(
                 activation_id=activation_id,
                 name="Demo: Abandon Basket to HubSpot",
-                token_sealed=Sealer(secret_key(config)).seal(token),
+                token_sealed=Sealer(secret_key(config)).seal(
+                    token, activation_id=activation_id, base_url=stack.emulator.url
+                ),
                 token_fingerprint=token_fingerprint(token),
                 base_url=stack.emulator.url,
                 plan="starter",

@@ -22,7 +22,7 @@ from events.activations import ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
 from events.secrets import Sealer
-from events.streams import Keys, ensure_partitions
+from events.streams import Keys, NotStarted, ensure_partitions
 from scheduler import RollingWindow, SystemClock
 
 __all__ = ["Drift", "Plan", "expected_values", "plan_activation", "verify"]
@@ -72,7 +72,7 @@ async def verify(
     sleep: Callable[[float], Any] = asyncio.sleep,
 ) -> Drift:
     """Read every expected contact back from HubSpot, 100 per call, and list the differences."""
-    token = Sealer(secret_key).unseal(spec.token_sealed)
+    token = spec.open_token(Sealer(secret_key))
     window = RollingWindow(calls_per_window, 10.0 + WINDOW_MARGIN)
     clock = SystemClock()
 
@@ -144,7 +144,10 @@ async def plan_activation(
     """What creating this activation would do: the properties, and the backfill at the plan's limits."""
     catalog = Catalog()
     await catalog.refresh(redis, keys)
-    partitions = await ensure_partitions(redis, keys)
+    try:
+        partitions = await ensure_partitions(redis, keys)
+    except NotStarted:
+        partitions = 0  # before the first `hubsync up` nothing is projected: no contacts yet
     projections = Projections(redis, keys)
     taken: set[str] = set()
     properties, contacts, unknown = [], {}, []

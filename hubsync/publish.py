@@ -40,11 +40,15 @@ async def publish_lines(
     keys: Keys,
     lines: Iterable[bytes],
     *,
-    partitions: int,
+    partitions: int | None = None,
     batch: int = 500,
     on_progress: object = None,
 ) -> PublishReport:
-    """Decode and publish every line; a bad line is recorded and skipped, never fatal."""
+    """Decode and publish every line; a bad line is recorded and skipped, never fatal.
+
+    The partition count is read from Redis (NotStarted before `hubsync up` fixed it); pass
+    ``partitions`` only as an explicit operator step that fixes it.
+    """
     report = PublishReport()
     p = await ensure_partitions(redis, keys, partitions)
     publisher = Publisher(redis, keys, p, batch=batch)

@@ -75,6 +75,7 @@ class Hubsync:
         self.supervisor: Any = None
 
     async def start(self) -> None:
+        # The explicit step `hubsync up` takes: fix the count before anything publishes.
         await ensure_partitions(self.redis, self.keys, self.settings.partitions)
         self.supervisor = supervisor_actor(self.settings)
         await self.supervisor.ready.remote()
@@ -86,7 +87,7 @@ class Hubsync:
         await self.redis.aclose()
 
     async def publish(self, events: Iterable[CdpEvent]) -> list[str]:
-        p = await ensure_partitions(self.redis, self.keys, self.settings.partitions)
+        p = await ensure_partitions(self.redis, self.keys)  # fixed by start(), as `hubsync up` does
         return await Publisher(self.redis, self.keys, p).publish(events)
 
     async def members_projected(self, audience_id: str, count: int, timeout: float = 60.0) -> None:
@@ -120,7 +121,9 @@ class Hubsync:
             ActivationCreated(
                 activation_id=activation_id,
                 name=name or activation_id,
-                token_sealed=self.sealer.seal(token),
+                token_sealed=self.sealer.seal(
+                    token, activation_id=activation_id, base_url=self.emulator.url
+                ),
                 token_fingerprint=token_fingerprint(token),
                 base_url=self.emulator.url,
                 api_version=api_version,  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from events.streams import (
     EVENT_FIELD,
     DeadLetters,
     Keys,
+    NotStarted,
     Publisher,
     StreamConsumer,
     decode_entries,
@@ -59,11 +60,22 @@ class TestEventLog:
     ) -> None:
         assert await ensure_partitions(redis, keys, default=8) == 8
         assert await ensure_partitions(redis, keys, default=2) == 8
+        assert await ensure_partitions(redis, keys) == 8  # read by everyone else
+
+    async def test_only_an_explicit_caller_fixes_the_partition_count(
+        self, redis: aioredis.Redis, keys: Keys
+    ) -> None:
+        """A reader (publisher, CLI, actor) before `hubsync up` fails clearly and writes nothing,
+        so the count is the one `hubsync up` was told, not whoever came first's default."""
+        with pytest.raises(NotStarted, match="run hubsync up first, which fixes the partition"):
+            await ensure_partitions(redis, keys)
+        assert await redis.hget(keys.config, "partitions") is None
+        assert await ensure_partitions(redis, keys, 8) == 8
 
     async def test_100k_events_none_lost_none_duplicated_order_kept_per_partition(
         self, redis: aioredis.Redis, keys: Keys
     ) -> None:
-        partitions = await ensure_partitions(redis, keys)
+        partitions = await ensure_partitions(redis, keys, 4)
         events = changes(100_000, contacts=5_000)
         ids = await Publisher(redis, keys, partitions).publish(events)
         assert len(ids) == len(events)

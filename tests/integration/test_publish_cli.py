@@ -30,6 +30,9 @@ def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
+    client = redis.Redis.from_url(redis_url)
+    keys = Keys(namespace)
+    client.hset(keys.config, "partitions", 3)  # as `hubsync up` fixes it; publish only reads it
     result = CliRunner().invoke(
         main,
         ["publish", str(path)],
@@ -44,9 +47,8 @@ def test_publish_reports_bad_lines_by_number_and_publishes_the_rest(
     assert "line 3" in result.output and "not a JSON object" in result.output
     assert "line 4" in result.output and "invalid email 'nobody'" in result.output
 
-    client = redis.Redis.from_url(redis_url)
-    keys = Keys(namespace)
     partitions = int(client.hget(keys.config, "partitions"))
+    assert partitions == 3
     [(_, catalog)] = client.xrange(keys.catalog)
     assert decode_cdp_event(catalog[EVENT_FIELD]).audience_id == "a17"  # type: ignore[attr-defined]
     ada = client.xrange(keys.changes(partition_of("ada@example.com", partitions)))
