@@ -27,6 +27,7 @@ from events.streams import (
     Publisher,
     StreamConsumer,
     decode_entries,
+    partition_of,
     position,
     trim_acknowledged,
 )
@@ -123,6 +124,29 @@ async def test_a_router_parks_the_entry_with_the_bad_id_and_routes_the_rest(
     [letter] = await DeadLetters(r, keys).list()
     assert (letter.id, letter.email, letter.audience_id) == (bad_id, "c0@example.com", "a1")
     assert (await r.xpending(stream, GROUP))["pending"] == 0
+
+
+# --- one contact, one partition ------------------------------------------------------------------
+
+
+async def test_an_entry_on_the_wrong_partition_is_parked_with_the_reason(
+    r: aioredis.Redis, keys: Keys
+) -> None:
+    await r.hset(keys.config, "partitions", 2)
+    await Publisher(r, keys, 2).publish([AudienceDefined(audience_id="a1", name="A1")])
+    emails = [f"c{i}@example.com" for i in range(20)]
+    mine = [e for e in emails if partition_of(e, 2) == 0]
+    stray = [e for e in emails if partition_of(e, 2) == 1]
+    for email in mine[:2] + stray[:1] + mine[2:4]:  # a producer that hashes differently, once
+        event = AudienceEntered(audience_id="a1", email=email)
+        await r.xadd(keys.changes(0), {EVENT_FIELD: encode(event)})
+    core = RouterCore(r, keys, 0, trim_every_s=3600)
+    await core.start()
+    await drain(core)
+    assert await members(r, keys) == set(mine[:4])
+    [letter] = await DeadLetters(r, keys).list()
+    assert letter.email == stray[0]
+    assert f"email {stray[0]!r} belongs to partition 1, not 0" in letter.reason
 
 
 # --- a transient error mid-step: the same entries first, in order -------------------------------
