@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from actors.messages import Change, encode_changes
 from crm.properties import ValueFormatError, format_value
@@ -242,9 +243,12 @@ class RouterCore:
         if self._trimmed_at is not None and now - self._trimmed_at < self._trim_every_s:
             return
         self._trimmed_at = now
-        self.stats.trimmed += await trim_acknowledged(
-            self._redis, self._consumer.stream, retention_s=self._retention_s
-        )
+        try:
+            self.stats.trimmed += await trim_acknowledged(
+                self._redis, self._consumer.stream, retention_s=self._retention_s
+            )
+        except ResponseError as exc:  # e.g. an ACL without XINFO: routing matters more
+            log.warning("router %d: cannot trim %s: %s", self.partition, self._consumer.stream, exc)
 
     async def _refresh_routes(self) -> None:
         await self._activations.refresh(self._redis, self._keys)
