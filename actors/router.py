@@ -4,17 +4,25 @@ It reads its partition through the consumer group, parks what cannot be used on 
 stream, keeps the projections (audience members, attribute values), routes each change to the
 activations that subscribe to its audience or attribute, and acknowledges an entry only once every
 activation it was routed to has made it durable (their ``ingest`` returned).
+
+No entry can wedge it: whatever one entry raises while it is decoded or checked (its id, its size,
+its JSON, its value, its partition) parks that entry with the reason and the batch goes on. A
+transient error (Redis gone a moment) fails the step; the entries it had read are redone first,
+in order, before anything newer. Once a second it trims its change stream to what some consumer
+group has not acknowledged yet (keeping ``change_retention_s`` of history if asked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from actors.messages import Change, encode_changes
 from crm.properties import ValueFormatError, format_value
@@ -29,7 +37,19 @@ from events.model import (
     check_value,
 )
 from events.projections import Projections
-from events.streams import DeadLetter, DeadLetters, Entry, Keys, StreamConsumer, decode_entries
+from events.streams import (
+    DEAD_LETTERS_MAX,
+    MAX_ENTRY_BYTES,
+    DeadLetter,
+    DeadLetters,
+    Entry,
+    Keys,
+    StreamConsumer,
+    decode_entries,
+    describe_error,
+    partition_of,
+    trim_acknowledged,
+)
 
 __all__ = ["Deliver", "RouterCore", "RouterStats"]
 
@@ -39,6 +59,7 @@ Deliver = Callable[[str, bytes], Awaitable[None]]
 """Hand one activation its changes; returns once they are durable there, raises otherwise."""
 
 GROUP = "routers"
+TRIM_EVERY_S = 1.0  # how often a Router trims its change stream (XINFO + XPENDING + XTRIM)
 
 
 @dataclass
@@ -47,6 +68,7 @@ class RouterStats:
     routed: int = 0
     dead: int = 0
     last_position: int = 0
+    trimmed: int = 0
     by_activation: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -69,7 +91,16 @@ class RouterCore:
         *,
         count: int = 2000,
         block_ms: int = 200,
+        partitions: int | None = None,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+        dead_letters_max: int = DEAD_LETTERS_MAX,
+        change_retention_s: float = 0.0,
+        trim_every_s: float = TRIM_EVERY_S,
+        projections: Projections | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``partitions``: P, if Redis does not hold it yet (``start`` reads the stored one);
+        ``projections``: a seam for tests; ``clock``: paces trimming (monotonic seconds)."""
         self.partition = partition
         self.stats = RouterStats()
         self._redis = redis
@@ -82,8 +113,14 @@ class RouterCore:
             count=count,
             block_ms=block_ms,
         )
-        self._dead = DeadLetters(redis, keys)
-        self._projections = Projections(redis, keys)
+        self._dead = DeadLetters(redis, keys, maxlen=dead_letters_max)
+        self._projections = projections or Projections(redis, keys)
+        self._partitions = partitions
+        self._max_entry_bytes = max_entry_bytes
+        self._retention_s = change_retention_s
+        self._trim_every_s = trim_every_s
+        self._clock = clock
+        self._trimmed_at: float | None = None
         self._catalog = Catalog()
         self._activations = Activations()
         self._subscribers: dict[str, list[str]] = {}
@@ -95,14 +132,25 @@ class RouterCore:
         await self._consumer.ensure_group()
         await self._catalog.refresh(self._redis, self._keys)
         self._projection_position = await self._projections.position(self.partition)
+        stored = await self._redis.hget(self._keys.config, "partitions")
+        if stored is not None:
+            self._partitions = int(stored)  # the count producers partition by, fixed once written
 
     async def step(self, deliver: Deliver, *, block: bool = True) -> int:
         """Read, check, project, route, deliver, acknowledge; returns the entries completed."""
+        await self._trim_now_and_then()
         if self._pending is None:
-            entries = await self._consumer.read(block=block)
-            if not entries:
-                return 0
-            self._pending = await self._prepare(entries)
+            try:
+                entries = await self._consumer.read(block=block)
+                if not entries:
+                    return 0
+                self._pending = await self._prepare(entries)
+            except Exception:
+                # Transient (Redis gone a moment): what was read stays pending in Redis. Redo it
+                # next, in order, never behind newer entries (which the projection would then
+                # have recorded a position past, and so skipped these).
+                self._consumer.reread_pending()
+                raise
         else:
             await self._refresh_routes()  # a retry: an activation may have been deleted meanwhile
         step = self._pending
@@ -119,17 +167,16 @@ class RouterCore:
         return len(step.entries)
 
     async def _prepare(self, entries: list[Entry]) -> _Step:
-        decoded, dead = decode_entries(entries)
-        if any(self._unknown(event) for _, event in decoded):
-            await self._catalog.refresh(
-                self._redis, self._keys
-            )  # definitions may have just arrived
+        decoded, dead = decode_entries(entries, max_entry_bytes=self._max_entry_bytes)
+        # Every step: a redefined enumeration's options, an audience deleted or defined again,
+        # are followed without a restart. It is one XRANGE from the last id folded.
+        await self._catalog.refresh(self._redis, self._keys)
         valid: list[tuple[int, CdpEvent, str, str]] = []
         for entry, event in decoded:
             try:
                 key, value = self._check(event)
-            except InvalidEvent as exc:
-                dead.append(DeadLetter(entry.stream, entry.id, exc.reason, entry.raw or b""))
+            except Exception as exc:  # whatever one entry raises parks that entry, not the batch
+                dead.append(DeadLetter.of(entry.stream, entry.id, describe_error(exc), entry.raw))
                 continue
             valid.append((entry.position, event, key, value))
         self._projection_position = await self._projections.apply(
@@ -146,15 +193,27 @@ class RouterCore:
                 routes[activation_id].append(Change(event.email, key, value, pos))  # type: ignore[attr-defined]
         return _Step(entries, dead, dict(routes))
 
-    def _unknown(self, event: CdpEvent) -> bool:
-        match event:
-            case AudienceEntered(audience_id=aid) | AudienceLeft(audience_id=aid):
-                return aid not in self._catalog.audiences
-            case AttributeChanged(attribute_id=attr):
-                return attr not in self._catalog.attributes
-        return False
-
     def _check(self, event: CdpEvent) -> tuple[str, str]:
+        """The property key and HubSpot value of a change, or raise with the reason to park it."""
+        key, value = self._property(event)
+        self._check_partition(event.email)  # type: ignore[attr-defined]
+        return key, value
+
+    def _check_partition(self, email: str) -> None:
+        # One contact, one partition: an entry a producer hashed differently would split the
+        # contact's changes over two Routers and two projections, with no order between them.
+        total = self._partitions
+        if total is None:
+            return
+        belongs = partition_of(email, total)
+        if belongs != self.partition:
+            raise InvalidEvent(
+                f"email {email[:100]!r} belongs to partition {belongs}, not {self.partition}: "
+                f"partition = crc32 of the trimmed, lower-cased email mod {total}; the producer "
+                "partitions differently (hubsync publish and events.Publisher do it right)"
+            )
+
+    def _property(self, event: CdpEvent) -> tuple[str, str]:
         match event:
             case AudienceEntered(audience_id=aid) | AudienceLeft(audience_id=aid):
                 problem = self._catalog.audience_problem(aid)
@@ -176,6 +235,20 @@ class RouterCore:
         raise InvalidEvent(
             f"{kind} is a catalog event: publish it to {self._keys.catalog}, not to a change stream"
         )
+
+    async def _trim_now_and_then(self) -> None:
+        """Trim this partition's change stream to what some group still needs, about once a
+        ``trim_every_s``: acknowledged entries would otherwise stay in Redis forever."""
+        now = self._clock()
+        if self._trimmed_at is not None and now - self._trimmed_at < self._trim_every_s:
+            return
+        self._trimmed_at = now
+        try:
+            self.stats.trimmed += await trim_acknowledged(
+                self._redis, self._consumer.stream, retention_s=self._retention_s
+            )
+        except ResponseError as exc:  # e.g. an ACL without XINFO: routing matters more
+            log.warning("router %d: cannot trim %s: %s", self.partition, self._consumer.stream, exc)
 
     async def _refresh_routes(self) -> None:
         await self._activations.refresh(self._redis, self._keys)

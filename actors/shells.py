@@ -21,7 +21,7 @@ from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
 from events.connection import connect
-from events.streams import Keys
+from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
 
 __all__ = ["ActivationActor", "RateGovernor", "RouterActor", "Settings", "SupervisorActor"]
 
@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True):
         None  # a custom resource only worker nodes offer: keeps actors off the head
     )
     http_timeout_s: float = 30.0  # how long one HubSpot call may take before it counts as a timeout
+    max_entry_bytes: int = MAX_ENTRY_BYTES  # a change entry larger than this is parked unread
+    dead_letters_max: int = DEAD_LETTERS_MAX  # the dead-letter stream keeps about this many entries
+    change_retention_s: float = 0.0  # acknowledged change entries kept this long (0: trim at once)
 
     @property
     def keys(self) -> Keys:
@@ -185,7 +188,15 @@ class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self._handles = _Handles(settings)
-        self.core = RouterCore(_redis(settings), settings.keys, partition)
+        self.core = RouterCore(
+            _redis(settings),
+            settings.keys,
+            partition,
+            partitions=settings.partitions,
+            max_entry_bytes=settings.max_entry_bytes,
+            dead_letters_max=settings.dead_letters_max,
+            change_retention_s=settings.change_retention_s,
+        )
         self._tag = {"partition": str(partition)}
         self._task = asyncio.get_running_loop().create_task(self._run())
 

@@ -306,13 +306,16 @@ def _format_datetime(value: Any) -> str:
 
 
 def _format_enumeration(value: Any, options: Sequence[str] | None) -> str:
-    values = [value] if isinstance(value, str) else list(value)
-    texts = [str(v) for v in values]
-    if options is not None:
-        unknown = [t for t in texts if t not in options]
-        if unknown:
-            raise ValueFormatError(f"{unknown!r} not among the options {list(options)!r}")
-    return ";".join(texts)
+    # hubsync creates enumerations as single-select dropdowns (fieldType "select"), and the wire
+    # contract sends one option: a list would be a multi-select HubSpot's property cannot hold.
+    if not isinstance(value, str):
+        raise ValueFormatError(
+            f"{type(value).__name__} {str(value)[:80]!r} is not one option; "
+            "an enumeration takes exactly one option, a string"
+        )
+    if options is not None and value not in options:
+        raise ValueFormatError(f"{value[:80]!r} not among the options {list(options)[:20]!r}")
+    return value
 
 
 def format_value(
@@ -322,7 +325,8 @@ def format_value(
 
     number: plain decimal, no exponent, no trailing ".0"; bool: "true"/"false";
     date: "YYYY-MM-DD"; datetime: "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC; naive means UTC, ints are
-    epoch ms); enumeration: the option value (a list joins with ";"); string: as is, ≤ 65,536.
+    epoch ms); enumeration: the one option's value (a string; a list is refused: the property
+    is a single-select); string: as is, ≤ 65,536.
     Raises ValueFormatError when the value does not fit the type.
     """
     if value is None:

@@ -1,7 +1,9 @@
 """The catalog: which audiences and attributes exist, folded from the catalog stream.
 
 The catalog stream is small (definitions and deletions only), so any process rebuilds it by reading
-the stream; `refresh()` reads only what was appended since the last call.
+the stream; `refresh()` reads only what was appended since the last call, cheap enough for every
+Router step. Definitions follow the stream: a later ``*_defined`` replaces the definition (new
+enumeration options), and one after a ``*_deleted`` makes the id live again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from events.model import (
     AudienceDefined,
     AudienceDeleted,
     CdpEvent,
-    InvalidEvent,
     decode_cdp_event,
 )
 from events.streams import Keys, read_after
@@ -55,8 +56,8 @@ class Catalog(msgspec.Struct):
             seen += 1
             try:
                 self.apply(decode_cdp_event(raw or b""))
-            except InvalidEvent:
-                continue  # the router dead-letters it; here it just is not a definition
+            except Exception:  # whatever it raises: it is not a definition, and must not stop
+                continue  # every Router's refresh; its producer finds it refused by publish
         return seen
 
     def audience_problem(self, audience_id: str) -> str | None:

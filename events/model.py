@@ -7,6 +7,16 @@ enumeration attribute must list its options. A value can only be checked against
 
 Evolution rules (msgspec's): new fields get defaults, no field changes type, a tag is never reused.
 
+Bounds (what HubSpot could not hold, or could not hold exactly, is refused here, never sent)::
+
+    email        no control, format or invisible characters (Unicode Cc, Cf, Zl, Zp, Zs, Co, Cn),
+                 local part <= 64 and address <= 254 characters (RFC 5321)
+    number       finite, |value| <= 2**53 (HubSpot stores numbers as doubles: beyond that an
+                 integer is no longer exact)
+    date(time)   years 1-9999 once converted to UTC (also for ``at``)
+    enumeration  exactly one option, a string (single-select, as hubsync creates the property)
+    JSON         at most MAX_JSON_DEPTH levels of nesting
+
 Errors::
 
     InvalidEvent        an entry that cannot become an event; ``reason`` says what to fix
@@ -17,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -65,6 +76,14 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Value = str | int | float | bool | list[str] | None
 
 MAX_STRING_VALUE = 65_536  # HubSpot's limit for a string property value
+MAX_EXACT_NUMBER = 2**53  # beyond this a double (what HubSpot stores) no longer holds every integer
+MAX_JSON_DEPTH = 64  # the wire contract nests 3 levels; deeper is hostile, not a CDP event
+MAX_EMAIL_LENGTH = 254  # RFC 5321: a path is at most 256 octets, the address 254 of them
+MAX_LOCAL_PART_LENGTH = 64  # RFC 5321 section 4.5.3.1.1
+# Unicode categories no address may contain: control, format (zero-width joiners, bidi marks),
+# line/paragraph separators, spaces, private use and unassigned code points. They make two
+# addresses look the same to a person and differ to HubSpot, which creates a contact for each.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 _EMAIL = re.compile(
     r"^[^@\s\"(),:;<>\[\\\]]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
 )
@@ -81,11 +100,36 @@ class InvalidEvent(ValueError):
 def normalise_email(raw: str) -> str:
     """Trim and lower-case an email (HubSpot stores emails lower-case), or raise InvalidEvent."""
     email = raw.strip().lower()
-    if len(email) > 254 or not _EMAIL.match(email):
+    shown = repr(raw[:100])
+    hidden = next((c for c in email if unicodedata.category(c) in _INVISIBLE), None)
+    if hidden is not None:
         raise InvalidEvent(
-            f"invalid email {raw[:100]!r}: expected one address like ada@example.com"
+            f"invalid email {shown}: it contains the invisible or control character "
+            f"U+{ord(hidden):04X} ({unicodedata.name(hidden, unicodedata.category(hidden))})"
         )
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise InvalidEvent(
+            f"invalid email {shown}: {len(email)} characters, at most {MAX_EMAIL_LENGTH} (RFC 5321)"
+        )
+    local = email.rpartition("@")[0]
+    if len(local) > MAX_LOCAL_PART_LENGTH:
+        raise InvalidEvent(
+            f"invalid email {shown}: the part before '@' has {len(local)} characters, "
+            f"at most {MAX_LOCAL_PART_LENGTH} (RFC 5321)"
+        )
+    if not _EMAIL.match(email):
+        raise InvalidEvent(f"invalid email {shown}: expected one address like ada@example.com")
     return email
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """The moment in UTC; raises InvalidEvent when that falls outside years 1-9999."""
+    try:
+        return moment.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise InvalidEvent(
+            f"timestamp {moment.isoformat()} is outside years 1-9999 once converted to UTC"
+        ) from None
 
 
 class _HasEmail:
@@ -94,6 +138,9 @@ class _HasEmail:
     def __post_init__(self) -> None:
         # ValueError raised here surfaces as msgspec.ValidationError when decoding.
         force_setattr(self, "email", normalise_email(self.email))
+        at = getattr(self, "at", None)
+        if at is not None and at.tzinfo is not None:
+            _utc(at)  # an 'at' that overflows in UTC would raise later, far from its entry
 
 
 # --- the CDP wire contract --------------------------------------------------------------------
@@ -248,9 +295,40 @@ CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)  # typ
 CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)  # type: ignore[union-attr]
 
 
+def json_depth_exceeds(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests deeper than ``limit``: checked before decoding, because msgspec
+    recurses (and raises RecursionError) on deep nesting, even in fields it skips.
+
+    Brackets inside strings are skipped; this is a scan, not a parser, so it never raises."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # the common case: not even that many brackets in all
+    depth = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
 def _decode(
     raw: bytes | str, decoder: msgspec.json.Decoder, known: frozenset[str], what: str
 ) -> Any:
+    if json_depth_exceeds(raw):
+        raise InvalidEvent(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; not a {what} event")
     # Read the tag first, so an unknown type gets a reason a person can act on.
     try:
         tag = _tag_decoder.decode(raw).type
@@ -264,6 +342,8 @@ def _decode(
         return decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"invalid {tag} event: {exc}") from None
+    except RecursionError:  # a depth the scan above let through (it is the last line of defence)
+        raise InvalidEvent(f"invalid {tag} event: JSON nested too deeply") from None
 
 
 def decode_cdp_event(raw: bytes | str) -> CdpEvent:
@@ -301,6 +381,11 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
             or (isinstance(value, float) and not math.isfinite(value))
         ):
             raise InvalidEvent(f"{where}: expected a JSON number, got {_show(value)}")
+        if abs(value) > MAX_EXACT_NUMBER:
+            raise InvalidEvent(
+                f"{where}: {_show(value)} is beyond ±2^53 ({MAX_EXACT_NUMBER}), "
+                "which HubSpot cannot store exactly; send a string attribute for such values"
+            )
         return value
     if kind == "string":
         if not isinstance(value, str):
@@ -338,15 +423,22 @@ def check_value(definition: AttributeDefined, value: Value) -> Value:
             ) from None
         if moment.tzinfo is None:
             raise InvalidEvent(f"{where}: timestamp {value!r} has no time zone; add Z or an offset")
-        return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    # enumeration: one option, or a list of options for a multi-select
+        try:
+            utc = _utc(moment)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"{where}: {exc.reason}") from None
+        return utc.isoformat().replace("+00:00", "Z")
+    # enumeration: exactly one option. A list would be a multi-select, which neither the wire
+    # contract nor the property hubsync creates (a single-select dropdown) supports.
     options = set(definition.options or ())
-    chosen = value if isinstance(value, list) else [value]
-    for option in chosen:
-        if not isinstance(option, str) or option not in options:
-            raise InvalidEvent(
-                f"{where}: {_show(option)} is not one of its options {sorted(options)}"
-            )
+    if isinstance(value, list):
+        raise InvalidEvent(
+            f"{where}: {_show(value)} is a list; an enumeration takes one option, a string"
+        )
+    if not isinstance(value, str) or value not in options:
+        shown = sorted(options)
+        listed = f"{shown[:20]}{' and more' if len(shown) > 20 else ''}"
+        raise InvalidEvent(f"{where}: {_show(value)} is not one of its options {listed}")
     return value
 
 

@@ -87,6 +87,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
                     counted(task),
                     batch=batch,
                     on_progress=lambda n: progress.update(task, events=n),
+                    max_entry_bytes=config.max_entry_bytes,
                 )
         except NotStarted as exc:
             raise click.ClickException(str(exc)) from None

@@ -12,18 +12,23 @@ Environment variables::
     HUBSYNC_ACTOR_RESOURCE  a custom resource only worker nodes offer (cluster.yaml: hubsync_worker);
                           routers, activations and governors require a sliver of it, so they stay
                           off the head node; unset: they go anywhere (one machine)
+    HUBSYNC_MAX_ENTRY_BYTES   a change entry larger than this is parked unread; default 65536
+    HUBSYNC_DEAD_LETTERS_MAX  entries the dead-letter stream keeps (XADD MAXLEN ~); default 100000
+    HUBSYNC_CHANGE_RETENTION  seconds acknowledged change entries are kept for replay; default 0
+                          (trimmed as soon as every consumer group acknowledged them)
     RAY_ADDRESS           a Ray cluster to join; unset: a local Ray on 127.0.0.1
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from events.connection import redact_url
-from events.streams import DEFAULT_PARTITIONS, Keys
+from events.streams import DEAD_LETTERS_MAX, DEFAULT_PARTITIONS, MAX_ENTRY_BYTES, Keys
 
 __all__ = ["Config", "ConfigError"]
 
@@ -45,6 +50,9 @@ class Config:
     linger_ms: int = 250
     ray_address: str | None = None
     actor_resource: str | None = None
+    max_entry_bytes: int = MAX_ENTRY_BYTES
+    dead_letters_max: int = DEAD_LETTERS_MAX
+    change_retention_s: float = 0.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -62,6 +70,9 @@ class Config:
             linger_ms=_positive_int(env, "HUBSYNC_LINGER_MS", 250),
             ray_address=env.get("RAY_ADDRESS") or None,
             actor_resource=env.get("HUBSYNC_ACTOR_RESOURCE") or None,
+            max_entry_bytes=_positive_int(env, "HUBSYNC_MAX_ENTRY_BYTES", MAX_ENTRY_BYTES),
+            dead_letters_max=_positive_int(env, "HUBSYNC_DEAD_LETTERS_MAX", DEAD_LETTERS_MAX),
+            change_retention_s=_seconds(env, "HUBSYNC_CHANGE_RETENTION", 0.0),
         )
 
     def __repr__(self) -> str:
@@ -101,4 +112,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < 1:
         raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds (e.g. 0, 3600)") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 or a positive number of seconds")
     return value

@@ -232,7 +232,11 @@ async def _wait_projected(redis: aioredis.Redis, config: Any, total: int) -> Non
     while time.monotonic() < deadline:
         positions = [await projections.position(p) for p in range(config.partitions)]
         if all(positions):
-            lengths = [await redis.xlen(config.keys.changes(p)) for p in range(config.partitions)]
+            # entries ever added, not XLEN: the Routers trim what they acknowledged
+            lengths = [
+                int((await redis.xinfo_stream(config.keys.changes(p))).get("entries-added", 0))
+                for p in range(config.partitions)
+            ]
             pending = [
                 await redis.xpending(config.keys.changes(p), "routers")
                 for p in range(config.partitions)

@@ -79,6 +79,9 @@ class Service:
             self.config.partitions,
             self.config.linger_ms,
             actor_resource=self.config.actor_resource,
+            max_entry_bytes=self.config.max_entry_bytes,
+            dead_letters_max=self.config.dead_letters_max,
+            change_retention_s=self.config.change_retention_s,
         )
         self.supervisor = supervisor_actor(self.settings)
         return ray.get(self.supervisor.ready.remote(), timeout=120)  # type: ignore[no-any-return]

@@ -113,11 +113,11 @@ NAMED: list[tuple[dict[bytes, bytes], str]] = [
     (_event({"type": "audience_entered", "audience_id": "aud"}), "email"),
     (_event({**ENTERED, "email": "not-an-email"}), "invalid email 'not-an-email'"),
     (_event({**CHANGED, "value": "1234.5"}), "expected a JSON number"),
-    (
+    (  # over HUBSYNC_MAX_ENTRY_BYTES (64 KiB) before it is over HubSpot's 65,536 characters
         _event({**CHANGED, "attribute_id": "note", "value": "x" * 70_000}),
-        "HubSpot keeps at most 65536",
+        "larger than HUBSYNC_MAX_ENTRY_BYTES (65536); parked unread",
     ),
-    (_event({**CHANGED, "value": "y" * 2_000_000}), "expected a JSON number"),  # an enormous entry
+    (_event({**CHANGED, "value": "y" * 2_000_000}), "parked unread"),  # an enormous entry
     (
         _event({**ENTERED, "audience_id": "nosuch"}),
         "unknown audience 'nosuch': publish an audience_defined event",
@@ -193,9 +193,11 @@ async def test_every_bad_entry_is_parked_with_its_reason_and_the_good_ones_arriv
     assert set(by_entry) == set(bad_ids), "a dead letter for every bad entry, and only for them"
     for entry_id, index in bad_ids.items():
         letter = by_entry[entry_id]
-        assert letter.raw == bad[index].get(b"event", b""), (
-            "the dead letter keeps the entry as it was"
+        raw = bad[index].get(b"event", b"")
+        assert letter.raw == raw[:4096], (
+            "the dead letter keeps the entry's first 4 KiB as they were"
         )
+        assert letter.raw_bytes == len(raw)
         assert 10 <= len(letter.reason) <= 600, f"an unreadable reason: {letter.reason[:200]!r}"
         if index < len(NAMED):
             assert NAMED[index][1] in letter.reason, (NAMED[index][1], letter.reason)

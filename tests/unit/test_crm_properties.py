@@ -159,7 +159,9 @@ class TestFormatValue:
 
     def test_enumerations_check_options(self):
         assert format_value("enumeration", "gold", options=["gold"]) == "gold"
-        assert format_value("enumeration", ["a", "b"]) == "a;b"
+        for multi in (["a", "b"], ["gold"], ("gold",), 3):  # single-select: one option, a string
+            with pytest.raises(ValueFormatError, match="an enumeration takes exactly one option"):
+                format_value("enumeration", multi, options=["gold", "a", "b"])
         with pytest.raises(ValueFormatError, match="options"):
             format_value("enumeration", "bronze", options=["gold"])
 

@@ -135,8 +135,9 @@ TIER = AttributeDefined(
         (DAY, "2026-11-27", "2026-11-27"),
         (MOMENT, "2026-11-27T09:00:00+01:00", "2026-11-27T08:00:00Z"),
         (TIER, "gold", "gold"),
-        (TIER, ["gold", "silver"], ["gold", "silver"]),
         (NUMBER, None, None),
+        (NUMBER, 2**53, 2**53),  # the largest integer a double holds exactly: still fine
+        (MOMENT, "0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
     ],
 )
 def test_values_that_match_their_type_pass(
@@ -159,6 +160,15 @@ def test_values_that_match_their_type_pass(
         (MOMENT, "2026-11-27T09:00:00"),
         (TIER, "bronze"),
         (TIER, ["gold", 1]),
+        (TIER, ["gold"]),  # single-select: a list was once taken as a multi-select; refused now
+        (TIER, ["gold", "silver"]),
+        (NUMBER, 2**53 + 1),  # a double cannot hold it: HubSpot would store another number
+        (NUMBER, -(2**53) - 1),
+        (NUMBER, 10**30),
+        (NUMBER, 1e300),
+        (NUMBER, float("inf")),
+        (MOMENT, "0001-01-01T00:00:00+01:00"),  # year 0 in UTC: OverflowError before
+        (MOMENT, "9999-12-31T23:30:00-01:00"),  # year 10000 in UTC
     ],
 )
 def test_values_of_the_wrong_type_are_refused(definition: AttributeDefined, value: object) -> None:
@@ -208,3 +218,102 @@ def test_email_normalisation_is_idempotent(raw: str) -> None:
     except InvalidEvent:
         return
     assert normalise_email(once) == once == once.strip().lower()
+
+
+def _deep(depth: int, inner: bytes = b"1") -> bytes:
+    return b"[" * depth + inner + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _deep(5_000),
+        b'{"type":"audience_entered","audience_id":"a","email":"a@b.co","x":' + _deep(5_000) + b"}",
+        b'{"type":"attribute_changed","attribute_id":"a","email":"a@b.co","value":'
+        + _deep(100_000)
+        + b"}",
+        b'{"type":"audience_entered","audience_id":"a","email":"a@b.co","x":'
+        + b'{"k":' * 3_000
+        + b"1"
+        + b"}" * 3_000
+        + b"}",
+    ],
+)
+def test_deeply_nested_json_is_an_invalid_event_not_a_recursion_error(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent, match="nested deeper than 64 levels"):
+        decode_cdp_event(raw)
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    name = '"[{' * 500 + '\\"'
+    raw = msgspec.json.encode({"type": "audience_defined", "audience_id": "a", "name": name[:200]})
+    assert decode_cdp_event(raw).name == name[:200]  # type: ignore[attr-defined]
+
+
+def test_a_timestamp_that_overflows_in_utc_is_refused_at_decode() -> None:
+    raw = b'{"type":"audience_entered","audience_id":"a","email":"a@b.co","at":"0001-01-01T00:00:00+01:00"}'
+    with pytest.raises(InvalidEvent, match="outside years 1-9999"):
+        decode_cdp_event(raw)
+
+
+@pytest.mark.parametrize(
+    ("email", "reason"),
+    [
+        ("ada\x00@example.com", "U+0000"),  # Cc: NUL
+        ("ada\x1b@example.com", "U+001B"),  # Cc: escape
+        ("ada\x7f@example.com", "U+007F"),  # Cc: delete
+        ("a\u200bda@example.com", "ZERO WIDTH SPACE"),  # Cf
+        ("ada\u200d@example.com", "ZERO WIDTH JOINER"),  # Cf
+        ("\ufeffada@example.com", "ZERO WIDTH NO-BREAK SPACE"),  # Cf: a BOM
+        ("ada\u202e@example.com", "RIGHT-TO-LEFT OVERRIDE"),  # Cf: bidi
+        ("ada\u00ad@example.com", "SOFT HYPHEN"),  # Cf
+        ("a\u2028da@example.com", "LINE SEPARATOR"),  # Zl
+        ("a\u2029da@example.com", "PARAGRAPH SEPARATOR"),  # Zp
+        ("a da@example.com", "SPACE"),  # whitespace inside
+        ("a\u00a0da@example.com", "NO-BREAK SPACE"),  # Zs
+        ("a\tda@example.com", "U+0009"),
+        ("a\ue000da@example.com", "U+E000"),  # private use
+        ("x" * 65 + "@example.com", "the part before '@' has 65 characters, at most 64"),
+        ("x@" + "a" * 250 + ".com", "at most 254"),
+    ],
+)
+def test_emails_with_invisible_characters_or_too_long_are_refused(email: str, reason: str) -> None:
+    raw = msgspec.json.encode({"type": "audience_entered", "audience_id": "a1", "email": email})
+    with pytest.raises(InvalidEvent, match="invalid email") as caught:
+        decode_cdp_event(raw)
+    assert reason in caught.value.reason
+
+
+def test_the_longest_valid_email_passes() -> None:
+    local = "x" * 64
+    domain = ".".join(["a" * 61] * 3) + ".com"  # 64 + 1 + 187 = 252 characters
+    assert normalise_email(f"{local}@{domain}") == f"{local}@{domain}"
+
+
+def test_an_enumeration_list_is_refused_with_the_reason() -> None:
+    with pytest.raises(InvalidEvent, match="is a list; an enumeration takes one option"):
+        check_value(TIER, ["gold"])
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, 10**400, -(10**30), 1.7e308])
+def test_numbers_beyond_two_to_the_53_are_refused_with_the_bound(value: object) -> None:
+    with pytest.raises(InvalidEvent, match=r"beyond ±2\^53"):
+        check_value(NUMBER, value)  # type: ignore[arg-type]
+
+
+@given(
+    st.one_of(
+        st.integers(),
+        st.floats(),
+        st.text(max_size=40),
+        st.lists(st.text(max_size=5), max_size=3),
+        st.booleans(),
+        st.none(),
+    ),
+    st.sampled_from([NUMBER, TEXT, FLAG, DAY, MOMENT, TIER]),
+)
+def test_check_value_raises_nothing_but_invalid_event(value: object, definition: object) -> None:
+    try:
+        check_value(definition, value)  # type: ignore[arg-type]
+    except InvalidEvent as exc:
+        assert exc.reason
