@@ -10,8 +10,6 @@ plan's limits.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from crm.client import HubSpotClient, TokenInfo
@@ -92,7 +90,7 @@ async def check_token(token: str, *, base_url: str, api_version: str) -> TokenCh
         except HubSpotError:
             info = None  # not covered, or refused: the probes below tell which
         granted: set[str] = set(info.scopes) & ALL_SCOPES if info else set()
-        missing: set[str] = (ALL_SCOPES - granted) if info else set()
+        missing: set[str] = set(ALL_SCOPES - granted) if info else set()
         unknown: set[str] = set() if info else set(ALL_SCOPES)
         try:
             await _probe(client, unknown, granted, missing)
@@ -139,25 +137,34 @@ async def check_token(token: str, *, base_url: str, api_version: str) -> TokenCh
 async def _probe(
     client: HubSpotClient, unknown: set[str], granted: set[str], missing: set[str]
 ) -> None:
-    """Harmless calls: always one read (it tells the limits and whether the token is accepted),
-    then, for scopes token-info did not settle, a contact read and the property group."""
+    """Harmless calls: always one property read (it tells whether HubSpot accepts the token, and
+    the limits); then, for the scopes token-info did not settle, what each call proves.
 
-    async def attempt(scope: str, call: Any) -> Any:
-        try:
-            result = await call()
-        except MissingScopesError:
+    HubSpot lets a property read through with either schemas read or objects read, so its
+    success proves neither alone; a contact read proves objects read; creating the property
+    group (hubsync creates it anyway) proves schemas write. Objects write has no harmless call.
+    """
+    try:
+        await client.read_property("email")
+        readable = True
+    except MissingScopesError:
+        readable = False
+    if not unknown:
+        return
+    if not readable:
+        for scope in (SCHEMA_READ, OBJECTS_READ):
             unknown.discard(scope)
             missing.add(scope)
-            return None
-        unknown.discard(scope)
-        granted.add(scope)
-        missing.discard(scope)
-        return result
-
-    await attempt(SCHEMA_READ, lambda: client.read_property("email"))
-    if OBJECTS_READ in unknown:
-        await attempt(OBJECTS_READ, lambda: client.get_contact_by_email(PROBE_EMAIL))
-    if SCHEMA_WRITE in unknown:
+    else:
+        try:
+            await client.get_contact_by_email(PROBE_EMAIL)
+            unknown.discard(OBJECTS_READ)
+            granted.add(OBJECTS_READ)
+        except MissingScopesError:
+            # The property read went through without objects read: schemas read did it.
+            unknown.difference_update({OBJECTS_READ, SCHEMA_READ})
+            missing.add(OBJECTS_READ)
+            granted.add(SCHEMA_READ)
         try:
             outcome = await client.ensure_property_group()
         except MissingScopesError:
@@ -167,7 +174,6 @@ async def _probe(
             if outcome.outcome.value != "unchanged":  # it wrote: the scope is there
                 unknown.discard(SCHEMA_WRITE)
                 granted.add(SCHEMA_WRITE)
-    # OBJECTS_WRITE: no write to a contact is harmless, so without token-info it stays unverified.
 
 
 def _limits(seen: list[RateLimitInfo]) -> Limits:

@@ -50,6 +50,7 @@ from hubsync.api import schemas as s
 from hubsync.api.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Authenticator
 from hubsync.api.deadletters import read_dead_letters
 from hubsync.api.jobs import Jobs
+from hubsync.api.openapi import openapi
 from hubsync.config import Config, ConfigError
 from hubsync.status import read_status
 from hubsync.token_check import check_token
@@ -292,9 +293,7 @@ async def sign_out(ctx: Context, request: Request) -> Response:
 
 
 async def openapi_document(ctx: Context, request: Request) -> Response:
-    from hubsync.api.openapi import openapi
-
-    return json_response(openapi(ROUTES))
+    return json_response(openapi(ROUTES, PREFIX))
 
 
 # --- catalog and connections ---------------------------------------------------------------------

@@ -21,9 +21,7 @@ _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"{([^}]+)}")
 
 
-def _document(routes: Sequence[Any]) -> dict[str, Any]:
-    from hubsync.api.app import PREFIX
-
+def _document(routes: Sequence[Any], prefix: str) -> dict[str, Any]:
     types = sorted(
         {t for op in routes for t in (op.body, *op.responses.values()) if t is not None},
         key=lambda t: t.__name__,
@@ -62,7 +60,7 @@ def _document(routes: Sequence[Any]) -> dict[str, Any]:
             }
         if op.public:
             item["security"] = []
-        paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = item
+        paths.setdefault(prefix + op.path, {})[op.method.lower()] = item
     return {
         "openapi": "3.1.0",
         "info": {
@@ -121,8 +119,8 @@ _STATUS_TEXT = {
 _built: dict[int, dict[str, Any]] = {}
 
 
-def openapi(routes: Sequence[Any]) -> dict[str, Any]:
-    """The document for ``routes`` (built once per route table)."""
+def openapi(routes: Sequence[Any], prefix: str) -> dict[str, Any]:
+    """The document for ``routes`` served under ``prefix`` (built once per route table)."""
     if id(routes) not in _built:
-        _built[id(routes)] = _document(routes)
+        _built[id(routes)] = _document(routes, prefix)
     return _built[id(routes)]
