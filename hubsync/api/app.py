@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,8 +217,8 @@ async def find_activation(ctx: Context, request: Request) -> tuple[Activations, 
 
 
 async def activation_view(
-    ctx: Context, spec: ActivationSpec, notes: list[str] = ()
-) -> s.Activation:  # type: ignore[assignment]
+    ctx: Context, spec: ActivationSpec, notes: Sequence[str] = ()
+) -> s.Activation:
     raw = await read_status(ctx.redis, ctx.keys, spec.activation_id)
     return s.Activation(
         id=spec.activation_id,
@@ -727,8 +727,11 @@ async def _read_hubspot(
         return
     try:
         async with HubSpotClient(
-            token, base_url=spec.base_url, api_version=spec.api_version, timeout=10.0
-        ) as client:  # type: ignore[arg-type]
+            token,
+            base_url=spec.base_url,
+            api_version=spec.api_version,  # type: ignore[arg-type]
+            timeout=10.0,
+        ) as client:
             record = await client.get_contact_by_email(email, names)
     except (HubSpotError, ValueError) as exc:
         view.hubspot_error = str(exc)[:500]

@@ -8,6 +8,7 @@ a filter on the email also looks into the raw entry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -26,7 +27,7 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _letter(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
+def _letter(entry_id: Any, fields: Any) -> DeadLetter:
     dead_id = _text(entry_id) or ""
     raw = fields.get(b"raw") or b""
     return DeadLetter(
@@ -58,7 +59,7 @@ async def read_dead_letters(
     scanned = 0
     last: str | None = None
     while scanned < max_scan:
-        rows = await redis.xrevrange(keys.dead, max=upper, min="-", count=PAGE)
+        rows: Any = await redis.xrevrange(keys.dead, max=upper, min="-", count=PAGE)
         if not rows:
             return out, None, scanned
         for entry_id, fields in rows:
