@@ -11,8 +11,8 @@ import pytest
 
 from events.activations import ActivationSpec
 from hubsync.activations_service import STALE_AFTER_S, live_status
-from hubsync.api.app import _field_of
 from hubsync.api.auth import Authenticator, load_or_create_api_key
+from hubsync.api.protocol import field_of
 from hubsync.api.schemas import CreateActivation
 from hubsync.api.server import api_address
 from hubsync.config import ConfigError
@@ -124,7 +124,7 @@ def test_the_state_a_reader_sees_is_computed_from_the_control_stream_and_the_sta
 def test_a_validation_error_names_the_field_at_fault(body: bytes, field: str) -> None:
     with pytest.raises(msgspec.ValidationError) as caught:
         msgspec.json.decode(body, type=CreateActivation)
-    assert _field_of(str(caught.value)) == field
+    assert field_of(str(caught.value)) == field
 
 
 def test_a_validation_error_about_the_token_does_not_quote_it() -> None:
@@ -133,7 +133,7 @@ def test_a_validation_error_about_the_token_does_not_quote_it() -> None:
         msgspec.json.decode(
             msgspec.json.encode({"name": "x", "token": secret}), type=CreateActivation
         )
-    assert secret not in str(caught.value) and _field_of(str(caught.value)) == "token"
+    assert secret not in str(caught.value) and field_of(str(caught.value)) == "token"
 
 
 def test_the_plan_is_read_from_the_limits_hubspot_sends() -> None:
