@@ -51,6 +51,7 @@ class Jobs:
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
+            job.progress = round(done / total, 4) if total else 1.0
 
         async def run() -> None:
             try:

@@ -214,6 +214,8 @@ class Job(msgspec.Struct, kw_only=True):
     kind: str
     activation_id: str
     state: Literal["running", "done", "failed"]
+    progress: float | None = None
+    """Share done, 0 to 1 (null: the total is not known yet)."""
     done: int = 0
     total: int | None = None
     result: dict[str, Any] | None = None

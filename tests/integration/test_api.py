@@ -36,7 +36,7 @@ from events.model import (
 from events.projections import Projections
 from events.streams import DeadLetter, DeadLetters, Keys, Publisher, partition_of
 from hubsync.api import ROUTES, ApiServer
-from hubsync.config import Config
+from hubsync.config import Config, ConfigError
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.harness import Hubsync
 
@@ -176,6 +176,32 @@ def create_body(token: str, emulator_url: str = "", **changes: Any) -> dict[str,
 
 def _sample_path(path: str) -> str:
     return re.sub(r"{[^}]+}", "x1", path).replace("{email}", "ada@example.com")
+
+
+# --- serving -------------------------------------------------------------------------------------------
+
+
+async def test_the_server_binds_loopback_by_default_and_keeps_its_key_in_hubsync_home(
+    redis_url: str, tmp_path: Path
+) -> None:
+    config = Config(redis_url=redis_url, home=tmp_path, secret_key=SECRET_KEY)
+    server = ApiServer.from_config(config, environ={"HUBSYNC_API_ADDRESS": "127.0.0.1:0"})
+    try:
+        await asyncio.to_thread(server.start)
+        assert server.host == "127.0.0.1" and server.url.startswith("http://127.0.0.1:")
+        key = (tmp_path / "api.key").read_text().strip()
+        assert (tmp_path / "api.key").stat().st_mode & 0o777 == 0o600
+        async with httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=10) as http:
+            assert (await http.get("/health")).status_code == 200
+            ok = await http.get("/catalog", headers={"Authorization": f"Bearer {key}"})
+            assert ok.status_code == 200
+        with pytest.raises(ConfigError, match="cannot listen"):
+            ApiServer.from_config(config, environ={}, host="127.0.0.1", port=server.port)
+    finally:
+        await asyncio.to_thread(server.stop)
+    from hubsync.api.server import DEFAULT_HOST, DEFAULT_PORT
+
+    assert (DEFAULT_HOST, DEFAULT_PORT) == ("127.0.0.1", 8077)
 
 
 # --- auth ------------------------------------------------------------------------------------------
@@ -761,7 +787,7 @@ async def test_end_to_end_create_watch_verify_and_look_up_a_contact(
             job = (await api.call("GET", f"/jobs/{job['id']}")).json()
         assert job["state"] == "done", job
         assert job["result"]["checked"] == len(emails) and job["result"]["differing"] == 0
-        assert job["done"] == job["total"] == len(emails)
+        assert job["done"] == job["total"] == len(emails) and job["progress"] == 1.0
 
         lookup = await api.call("GET", "/contacts/c3@example.com", params={"hubspot": "true"})
         assert lookup.status_code == 200, lookup.text
