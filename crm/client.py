@@ -59,6 +59,7 @@ __all__ = [
     "EnsureResult",
     "HubSpotClient",
     "ReadResult",
+    "TokenInfo",
     "WriteResult",
     "WriteStatus",
     "api_paths",
@@ -172,6 +173,15 @@ class EnsureResult(msgspec.Struct, frozen=True, kw_only=True):
     """The fields a PATCH brought back to the wanted definition."""
 
 
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What `access-token-info` says of a private-app token: its account, app and scopes."""
+
+    hub_id: int | None
+    app_id: int | None
+    user_id: int | None
+    scopes: tuple[str, ...]
+
+
 # ---- wire shapes decoded with msgspec (lenient: every field optional) -------------------------
 
 
@@ -201,6 +211,13 @@ class _BatchResponse(msgspec.Struct):
 class _PropertyBatch(msgspec.Struct):
     results: list[dict[str, Any]] = []
     errors: list[_StandardError] = []
+
+
+class _TokenInfo(msgspec.Struct):
+    hubId: int | None = None
+    appId: int | None = None
+    userId: int | None = None
+    scopes: list[str] = []
 
 
 _decode_batch = msgspec.json.Decoder(_BatchResponse).decode
@@ -592,6 +609,36 @@ class HubSpotClient:
         record = msgspec.json.decode(response.content, type=_Record)
         return ContactRecord(
             id=record.id, email=record.properties.get("email"), properties=record.properties
+        )
+
+    # ---- the token itself ----------------------------------------------------------------------
+
+    async def token_info(self) -> TokenInfo:
+        """The token's account (hubId), app and scopes. ONE request (`POST /oauth/v2/private-apps/
+        get/access-token-info`, the token in the body as `tokenKey` and in the header, which EU
+        tokens need). HubSpot documents it for private-app tokens; for a token it does not cover
+        it raises (e.g. NotFoundError), and the caller falls back to probing with harmless calls.
+        """
+        response, info = await self._request(
+            "POST",
+            "/oauth/v2/private-apps/get/access-token-info",
+            "read token info",
+            json={"tokenKey": self._token},
+        )
+        try:
+            parsed = msgspec.json.decode(response.content, type=_TokenInfo)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UnexpectedResponseError(
+                f"Unreadable token info response ({exc}).",
+                status=response.status_code,
+                rate_limit=info,
+                operation="read token info",
+            ) from None
+        return TokenInfo(
+            hub_id=parsed.hubId,
+            app_id=parsed.appId,
+            user_id=parsed.userId,
+            scopes=tuple(parsed.scopes),
         )
 
     # ---- property group and properties ---------------------------------------------------------

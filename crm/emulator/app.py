@@ -114,6 +114,10 @@ def create_app(state: HubSpotState) -> Starlette:
         endpoint.__name__ = operation
         return endpoint
 
+    async def token_info(request: Request) -> Response:
+        answer = state.token_info(await request.body())
+        return _json(answer.body, answer.status, answer.headers)
+
     async def admin_contacts(request: Request) -> Response:
         with_ts = request.query_params.get("with_timestamps", "") not in ("", "0", "false")
         return _json({"results": state.dump_contacts(with_timestamps=with_ts)})
@@ -180,6 +184,7 @@ def create_app(state: HubSpotState) -> Starlette:
         Route("/_emulator/tokens", admin_tokens, methods=["POST"]),
         Route("/_emulator/config", admin_config, methods=["POST"]),
         Route("/_emulator/health", admin_health, methods=["GET"]),
+        Route("/oauth/v2/private-apps/get/access-token-info", token_info, methods=["POST"]),
     ]
     for prefixes, table in (
         (PROPERTY_PREFIXES, _PROPERTY_ROUTES),

@@ -96,6 +96,12 @@ class EmulatorConfig(msgspec.Struct, kw_only=True):
     bool_requires_options: bool = False
     open_auth: bool = False
     """Accept any bearer token with every scope (unless it was registered with fewer)."""
+    hub_id: int = 46_000_001
+    """The account's id (hubId), as `access-token-info` reports it."""
+    token_info: bool = True
+    """Whether `POST /oauth/v2/private-apps/get/access-token-info` answers. HubSpot documents it
+    for private-app tokens; whether it covers service keys is UNVERIFIED, so False emulates a
+    token it does not cover (404, as for an unknown endpoint)."""
 
     @property
     def per_window(self) -> int:
@@ -336,6 +342,47 @@ class HubSpotState:
             (self.clock(), token_fingerprint(token) if token else "-", request.operation, outcome)
         )
         return response
+
+    def token_info(self, body: bytes) -> ApiResponse:
+        """`POST /oauth/v2/private-apps/get/access-token-info` `{"tokenKey": ...}`: the token's
+        account (hubId), app (appId), user (userId) and scopes. The token travels in the body;
+        the Authorization header is optional here (HubSpot requires it for EU tokens only).
+        Not rate limited and not faulted (UNVERIFIED): it is a lookup, not a CRM call."""
+        self.requests += 1
+        if not self.config.token_info:
+            self.by_status["404"] += 1
+            return ApiResponse(status=404, body=_error("OBJECT_NOT_FOUND", "Unknown endpoint"))
+        try:
+            payload = msgspec.json.decode(body) if body else None
+        except msgspec.DecodeError as exc:
+            payload, problem = None, f"Invalid JSON input: {exc}"
+        else:
+            problem = "tokenKey (a string) is required"
+        token = payload.get("tokenKey") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token:
+            self.by_status["400"] += 1
+            return ApiResponse(status=400, body=_error("VALIDATION_ERROR", problem))
+        scopes = self._scopes_of(token)
+        fp = token_fingerprint(token)
+        self.request_log.append(
+            (self.clock(), fp, "token_info", "401" if scopes is None else "200")
+        )
+        if scopes is None:
+            self.by_status["401"] += 1
+            return ApiResponse(
+                status=401,
+                body=_error("INVALID_AUTHENTICATION", "The access token is invalid or expired."),
+            )
+        self.by_status["200"] += 1
+        return ApiResponse(
+            status=200,
+            body={
+                "userId": 7_000_001,
+                "hubId": self.config.hub_id,
+                "appId": int(fp[:6], 16),
+                "scopes": sorted(scopes),
+            },
+        )
 
     def requests_seen(self) -> list[dict[str, Any]]:
         """The request log (newest REQUEST_LOG_SIZE), for tests that check timing."""
