@@ -9,9 +9,12 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
@@ -31,10 +34,19 @@ from events.model import (
     ControlEvent,
     ResyncRequested,
 )
+from events.redis_server import RedisUnavailable
 from events.secrets import Sealer, load_or_create_key
 from hubsync.config import Config
 
-__all__ = ["activation", "open_redis", "secret_key"]
+__all__ = [
+    "RedisUnreachable",
+    "activation",
+    "ensure_reachable",
+    "open_redis",
+    "redacted",
+    "secret_key",
+    "with_redis",
+]
 
 T = TypeVar("T")
 PLANS = ["free", "starter", "professional", "enterprise", "addon"]
@@ -60,11 +72,56 @@ def secret_key(config: Config) -> str:
     return load_or_create_key(config.home)
 
 
+class RedisUnreachable(RedisUnavailable):
+    """The configured Redis does not answer; the message names it (never its password)."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (``redis://:secret@host`` -> ``redis://:***@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _unreachable(url: str, exc: BaseException) -> RedisUnreachable:
+    reason = str(exc).replace(url, redacted(url)) or type(exc).__name__
+    return RedisUnreachable(
+        f"cannot reach Redis at {redacted(url)} ({reason.splitlines()[0]}): check that it is "
+        "running and that HUBSYNC_REDIS_URL (host, port, password, rediss:// for TLS) is right"
+    )
+
+
+def ensure_reachable(url: str, timeout: float = 5.0) -> None:
+    """One PING without retries, so a Redis that is down is reported at once, not after the
+    client's ~10 s of retries (a cluster node answers PING too)."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(
+        url.replace("+cluster", "", 1), socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+    try:
+        client.ping()
+    except (sync_redis.ConnectionError, sync_redis.TimeoutError) as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        client.close()
+
+
 def open_redis(config: Config) -> aioredis.Redis:
-    return connect(config.resolve_redis_url())
+    """A client for the configured Redis, checked to answer (RedisUnavailable if not)."""
+    url = config.resolve_redis_url()
+    ensure_reachable(url)
+    return connect(url)
 
 
 def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run ``work`` with a Redis client; the CLI's one place where Redis being down or refusing a
+    command becomes one line (RedisUnavailable, shown by the click group) instead of a traceback."""
+    url = config.redis_url or ""
+
     async def run() -> T:
         client = open_redis(config)
         try:
@@ -76,6 +133,8 @@ def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -
         return asyncio.run(run())
     except CommandRejected as exc:
         raise click.ClickException(str(exc)) from None
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise _unreachable(url or config.resolve_redis_url(), exc) from None
 
 
 def _config() -> Config:
