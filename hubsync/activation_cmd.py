@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# How long `activation delete` waits for the Supervisor to stop the actor and compact.
+DELETE_WAIT_S = 30.0
 PLANS = ["free", "starter", "professional", "enterprise", "addon"]
 WAIT = click.option(
     "--wait", is_flag=True, help="Follow the backfill with progress bars until it is done."
@@ -404,9 +406,48 @@ def resume(ref: str) -> None:
 @activation.command()
 @click.argument("ref")
 @click.confirmation_option(prompt="Delete this activation? (its HubSpot properties stay)")
-def delete(ref: str) -> None:
-    """Delete an activation; what it wrote to HubSpot stays there."""
-    _simple(lambda s: ActivationDeleted(activation_id=s.activation_id), "deleted")(ref)
+@click.option(
+    "--timeout",
+    default=DELETE_WAIT_S,
+    show_default=True,
+    help="Seconds to wait for the running hubsync to stop the activation's actor.",
+)
+def delete(ref: str, timeout: float) -> None:
+    """Delete an activation; what it wrote to HubSpot stays there.
+
+    Returns once the Supervisor has stopped the activation's actor and removed its data from
+    Redis (its keys and control entries, sealed token included), or after --timeout.
+    """
+    from actors.governor import HTTP_TIMEOUT
+    from actors.supervisor import leftover_entries
+
+    config = _config()
+
+    async def work(redis: aioredis.Redis) -> bool:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        spec = state.find(ref)
+        await state.execute(redis, config.keys, ActivationDeleted(activation_id=spec.activation_id))
+        click.echo(
+            f"deleted {spec.activation_id}; waiting up to {timeout:.0f}s for hubsync to stop it ...",
+            err=True,
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await leftover_entries(redis, config.keys, {spec.activation_id}):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True
+
+    if not with_redis(config, work):
+        raise click.ClickException(
+            f"the deletion is recorded, but no running hubsync confirmed it within {timeout:.0f}s "
+            "(is `hubsync up` running?); when it runs it stops the actor and removes its data"
+        )
+    click.echo(
+        "deleted: its actor is stopped and its data is gone from Redis; HubSpot sees no write "
+        f"from it once the calls already in flight end (at most {HTTP_TIMEOUT:.0f}s, HubSpot's call timeout)"
+    )
 
 
 @activation.command("add-audience")
