@@ -211,10 +211,12 @@ class SupervisorActor(_Located):
             except ValueError:
                 continue
         if handles:
-            stops = [asyncio.ensure_future(h.stop.remote()) for h in handles]
+            stops: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(h.stop.remote()) for h in handles
+            ]
             _, late = await asyncio.wait(stops, timeout=checkpoint_timeout)
-            for stop in late:
-                stop.cancel()
+            for unanswered in late:
+                unanswered.cancel()
             if late:
                 log.warning(
                     "%d of %d activations did not checkpoint within %.0fs; killing them anyway",
