@@ -12,10 +12,19 @@ from pathlib import Path
 import pytest
 import ray
 import redis
+import redis.asyncio as aioredis
 
 from events.activations import Activations
-from events.model import AudienceDefined, AudienceEntered
+from events.model import (
+    ActivationCreated,
+    ActivationDeleted,
+    AudienceAdded,
+    AudienceDefined,
+    AudienceEntered,
+    decode_control_event,
+)
 from events.redis_server import free_port
+from events.streams import Keys, append_control
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.harness import Hubsync
 
@@ -217,3 +226,86 @@ def test_delete_without_a_running_hubsync_says_it_is_not_confirmed(
     assert "the deletion is recorded" in result.stderr.splitlines()[-1], result.stderr
     listed = hubsync_cli(("activation", "list", "--json"), env)
     assert listed.returncode == 0 and activation_id not in listed.stdout
+
+
+class RecordedPlacement:
+    """The Supervisor's placement port without Ray: which actors run is what the test says."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.activations = set(running)
+        self.stopped: list[str] = []
+        self.kills_land = True  # False: Ray still lists a killed actor
+
+    def ensure_router(self, partition: int) -> None:
+        pass
+
+    def ensure_activation(self, activation_id: str) -> None:
+        self.activations.add(activation_id)
+
+    def ensure_governor(self, fingerprint: str) -> None:
+        pass
+
+    def running(self, kind: str) -> set[str]:
+        return set(self.activations) if kind == "activation" else set()
+
+    async def stop(self, kind: str, ident: str) -> None:
+        self.stopped.append(ident)
+        if self.kills_land:
+            self.activations.discard(ident)
+
+
+async def test_a_supervisor_started_after_a_deletion_still_compacts_it(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The Supervisor died between stopping the actor and compacting: the next one folds the
+    deletion from the stream, waits while the actor is still listed, then removes every trace."""
+    from actors.supervisor import SupervisorCore
+
+    def created(activation_id: str) -> ActivationCreated:
+        return ActivationCreated(
+            activation_id=activation_id,
+            name=activation_id,
+            token_sealed=f"sealed-{activation_id}",
+            token_fingerprint="fp",
+            base_url="http://127.0.0.1:1",
+            api_version="2026-03",
+            plan="starter",
+            mode="upsert",
+        )
+
+    await append_control(redis, keys, created("doomed"))
+    await append_control(redis, keys, created("kept"))
+    await append_control(redis, keys, AudienceAdded(activation_id="doomed", audience_id="a2"))
+    await append_control(redis, keys, ActivationDeleted(activation_id="doomed"))
+    for key in (keys.inbox("doomed"), keys.inbox("kept")):
+        await redis.xadd(key, {b"c": b"payload"})
+    await redis.set(keys.activation_status("doomed"), b"{}")
+    await redis.set(keys.activation_status("doomed") + ":extra", b"{}")  # any key under act:{id}
+    await redis.set(keys.snapshot("activation:doomed"), b"snap")
+
+    placement = RecordedPlacement(running={"doomed"})
+    placement.kills_land = False
+    core = SupervisorCore(redis, keys, placement, partitions=1)
+    await core.reconcile()
+    assert placement.stopped == ["doomed"]
+    assert len(await redis.xrange(keys.activations)) == 4, "compacted while the actor still ran"
+    assert await redis.exists(keys.inbox("doomed"))
+
+    placement.kills_land = True
+    await core.reconcile()
+    events = [decode_control_event(f[b"event"]) for _, f in await redis.xrange(keys.activations)]
+    assert [(type(e).__name__, e.activation_id) for e in events] == [
+        ("ActivationCreated", "kept"),
+        ("ActivationDeleted", "doomed"),
+    ]
+    for key in (
+        keys.inbox("doomed"),
+        keys.activation_status("doomed"),
+        keys.activation_status("doomed") + ":extra",
+        keys.snapshot("activation:doomed"),
+    ):
+        assert not await redis.exists(key), key
+    assert await redis.exists(keys.inbox("kept"))
+    fresh = Activations()
+    await fresh.refresh(redis, keys)
+    assert set(fresh.by_id) == {"kept"}
