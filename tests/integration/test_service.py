@@ -357,3 +357,19 @@ def test_up_owns_the_embedded_redis_and_leaves_none_behind(tmp_path: Path) -> No
     assert status.returncode != 0
     assert "hubsync is not running" in status.stderr
     assert redis_servers_in(home / "redis") == []
+
+
+def test_a_killed_up_takes_its_embedded_redis_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves `hubsync up` no time to stop anything: the kernel stops its Redis."""
+    home = tmp_path / "home"
+    up = Up(home, "")
+    del up.env["HUBSYNC_REDIS_URL"]
+    try:
+        up.start()
+        assert redis_servers_in(home / "redis")
+    finally:
+        up.kill()
+    deadline = time.monotonic() + 15
+    while redis_servers_in(home / "redis"):
+        assert time.monotonic() < deadline, "the embedded Redis outlived a killed hubsync up"
+        time.sleep(0.1)
