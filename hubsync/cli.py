@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import click
 from rich.console import Console
 
-from events.connection import connect
 from hubsync.config import Config, ConfigError
 
 err = Console(stderr=True)
@@ -23,7 +22,21 @@ def load_config() -> Config:
         raise click.UsageError(str(exc)) from None
 
 
-@click.group()
+class _Group(click.Group):
+    """The command group; the one place where "no Redis to talk to" (down, unreachable, or
+    hubsync not running) becomes one line on stderr and exit status 1, whatever the command,
+    never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from events.redis_server import RedisUnavailable
+
+        try:
+            return super().invoke(ctx)
+        except RedisUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="hubsync")
 def main() -> None:
     """hubsync: keep HubSpot contacts in step with a CDP's audiences and calculated attributes.
@@ -42,6 +55,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
     line number and skipped; the good ones are still published.
     """
     from events.streams import NotStarted
+    from hubsync.activation_cmd import with_redis
     from hubsync.publish import publish_lines
 
     config = load_config()
@@ -76,8 +90,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
             progress.advance(task, len(line))  # type: ignore[arg-type]
             yield line
 
-    async def run() -> int:
-        client = connect(config.resolve_redis_url())
+    async def run(client: Any) -> int:
         try:
             with progress:
                 task = progress.add_task("publish", total=size, events=0)
@@ -91,8 +104,6 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
                 )
         except NotStarted as exc:
             raise click.ClickException(str(exc)) from None
-        finally:
-            await client.aclose()
         for bad in report.bad[:50]:
             err.print(f"[yellow]line {bad.number}[/]: {bad.reason}", highlight=False)
         if len(report.bad) > 50:
@@ -100,7 +111,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
         click.echo(f"published {report.published} events; {len(report.bad)} bad lines skipped")
         return 1 if report.bad else 0
 
-    sys.exit(asyncio.run(run()))
+    sys.exit(with_redis(config, run))
 
 
 @main.command()
@@ -108,14 +119,18 @@ def up() -> None:
     """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, run until Ctrl-C/SIGTERM."""
     import signal
     import threading
+    import time
 
-    from hubsync.service import Service
+    from hubsync.service import IncompatibleRay, Service
 
     config = load_config()
     service = Service(config)
     stop = threading.Event()
     try:
-        info = service.start()
+        try:
+            info = service.start()
+        except IncompatibleRay as exc:
+            raise click.ClickException(str(exc)) from None
         # After Ray started: its driver installs a SIGTERM handler of its own that exits at once.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -129,8 +144,9 @@ def up() -> None:
         stop.wait()
         click.echo("stopping: checkpointing activations ...")
     finally:
+        stopping = time.monotonic()
         service.stop()
-    click.echo("stopped")
+    click.echo(f"stopped in {time.monotonic() - stopping:.1f}s")
 
 
 @main.command()

@@ -94,7 +94,8 @@ class Config:
         return Keys(self.namespace)
 
     def resolve_redis_url(self) -> str:
-        """The Redis to use: the configured one, else the embedded one (started if needed)."""
+        """The Redis to use: the configured one, else the embedded one that `hubsync up` runs
+        (RedisNotRunning if none runs: only `hubsync up` starts it, see Service)."""
         if self.redis_url:
             return self.redis_url
         from events.redis_server import embedded_redis_url

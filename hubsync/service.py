@@ -2,22 +2,58 @@
 
 ``Service.start()`` returns once the Supervisor has started the routers; the Supervisor then
 starts an ActivationActor per activation and a RateGovernor per token, and keeps them running.
+Without ``HUBSYNC_REDIS_URL`` the service owns hubsync's embedded Redis: it starts it first and
+stops it last. ``Service.stop()`` is bounded (STOP_TIMEOUT_S): a stop that hangs on a Redis or
+an actor that does not answer ends by killing the actors, which loses nothing (see README).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import click
 import ray
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from actors.remote import supervisor_actor
-from actors.shells import Settings
-from hubsync.activation_cmd import secret_key
+from actors.shells import CHECKPOINT_TIMEOUT_S, Settings
+from events.redis_server import EmbeddedRedis
+from hubsync.activation_cmd import ensure_reachable, secret_key
 from hubsync.config import Config
 
-__all__ = ["Service", "init_ray"]
+__all__ = [
+    "RAY_VERSIONS",
+    "STOP_TIMEOUT_S",
+    "IncompatibleRay",
+    "Service",
+    "check_ray_version",
+    "init_ray",
+]
+
+# The Ray versions hubsync supports: pyproject.toml's `ray[default]` line and cluster.yaml's pin
+# must agree with it (tests/unit/test_cluster_yaml.py checks both).
+RAY_VERSIONS = ">=2.60,<2.61"
+
+# How long the Supervisor's shutdown may take (checkpoints, then kills) before the driver kills
+# whatever is left itself: well inside the 30 s an operator (or `ray job stop`) waits.
+STOP_TIMEOUT_S = CHECKPOINT_TIMEOUT_S + 8.0
+
+
+class IncompatibleRay(RuntimeError):
+    """The Ray running here (or on the cluster) is outside RAY_VERSIONS; the message says what to do."""
+
+
+def check_ray_version(version: str, where: str = "this machine") -> None:
+    """Refuse a Ray outside RAY_VERSIONS, naming where it runs and what to install."""
+    if Version(version) not in SpecifierSet(RAY_VERSIONS):
+        raise IncompatibleRay(
+            f"Ray {version} on {where} is not supported: hubsync needs ray[default]{RAY_VERSIONS} "
+            f"(pip install 'ray[default]{RAY_VERSIONS}'; on a cluster, the pin in cluster.yaml)"
+        )
 
 
 def init_ray(
@@ -57,10 +93,17 @@ class Service:
         self.supervisor: Any = None
         self.dashboard_url: str | None = None
         self.settings: Settings | None = None
+        self.embedded: EmbeddedRedis | None = None
         self._started_ray = False
 
     def start(self) -> dict[str, Any]:
-        redis_url = self.config.resolve_redis_url()
+        check_ray_version(ray.__version__)
+        if self.config.redis_url:
+            redis_url = self.config.redis_url
+        else:
+            self.embedded = EmbeddedRedis(self.config.home).start()
+            redis_url = self.embedded.url
+        ensure_reachable(redis_url)  # one clear line now, not a supervisor retrying in the dark
         # Set before Ray starts so every local worker inherits it; on a cluster, set it on the nodes.
         os.environ["HUBSYNC_SECRET_KEY"] = secret_key(self.config)
         if not ray.is_initialized():
@@ -84,16 +127,48 @@ class Service:
             change_retention_s=self.config.change_retention_s,
         )
         self.supervisor = supervisor_actor(self.settings)
-        return ray.get(self.supervisor.ready.remote(), timeout=120)  # type: ignore[no-any-return]
+        info: dict[str, Any] = ray.get(self.supervisor.ready.remote(), timeout=120)
+        # The cluster's Ray (where the Supervisor runs); Ray itself refuses nodes of another version.
+        check_ray_version(info.pop("ray_version", ray.__version__), "the cluster")
+        return info
 
     def stop(self) -> None:
-        """Checkpoint and stop every hubsync actor; stop Ray if this process started it."""
-        if self.supervisor is not None:
+        """Checkpoint and stop every hubsync actor, within STOP_TIMEOUT_S; stop Ray if this
+        process started it, and the embedded Redis last (after the checkpoints)."""
+        try:
+            if self.supervisor is not None:
+                self._stop_actors()
+        finally:
+            if self._started_ray:
+                ray.shutdown()
+                self._started_ray = False
+            if self.embedded is not None:
+                self.embedded.stop()
+                self.embedded = None
+
+    def _stop_actors(self) -> None:
+        started = time.monotonic()
+        try:
+            ray.get(self.supervisor.shutdown.remote(), timeout=STOP_TIMEOUT_S)
+        except Exception as exc:  # no answer in time, or the Supervisor died: kill them here
+            click.echo(
+                f"the Supervisor did not stop the actors in {time.monotonic() - started:.0f}s "
+                f"({type(exc).__name__}); killing them",
+                err=True,
+            )
+            self._kill_named_actors()
+        finally:
+            ray.kill(self.supervisor, no_restart=True)
+            self.supervisor = None
+
+    def _kill_named_actors(self) -> None:
+        """Kill every hubsync actor of this namespace (they restart from Redis next time)."""
+        for found in ray.util.list_named_actors(all_namespaces=True):
+            if found["namespace"] != self.config.namespace or found["name"] == "supervisor":
+                continue
             try:
-                ray.get(self.supervisor.shutdown.remote(), timeout=60)
-            finally:
-                ray.kill(self.supervisor, no_restart=True)
-                self.supervisor = None
-        if self._started_ray:
-            ray.shutdown()
-            self._started_ray = False
+                ray.kill(
+                    ray.get_actor(found["name"], namespace=found["namespace"]), no_restart=True
+                )
+            except ValueError:
+                continue

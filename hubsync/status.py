@@ -115,7 +115,7 @@ def render(records: list[dict[str, Any]]) -> Table:
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 def status(as_json: bool, watch: bool) -> None:
     """A table per activation: state, pending contacts, budget left, lag, backfill progress, errors."""
-    from hubsync.activation_cmd import open_redis
+    from hubsync.activation_cmd import with_redis
     from hubsync.cli import load_config
 
     config = load_config()
@@ -123,23 +123,19 @@ def status(as_json: bool, watch: bool) -> None:
     async def once(redis: aioredis.Redis) -> list[dict[str, Any]]:
         return await collect(redis, config.keys)
 
-    async def run() -> None:
-        redis = open_redis(config)
-        try:
-            if as_json:
-                click.echo(json.dumps({"activations": await once(redis), "at": time.time()}))
-                return
-            if not watch:
-                Console().print(render(await once(redis)))
-                return
-            with Live(render(await once(redis)), refresh_per_second=2) as live:
-                while True:
-                    await asyncio.sleep(1)
-                    live.update(render(await once(redis)))
-        finally:
-            await redis.aclose()
+    async def run(redis: aioredis.Redis) -> None:
+        if as_json:
+            click.echo(json.dumps({"activations": await once(redis), "at": time.time()}))
+            return
+        if not watch:
+            Console().print(render(await once(redis)))
+            return
+        with Live(render(await once(redis)), refresh_per_second=2) as live:
+            while True:
+                await asyncio.sleep(1)
+                live.update(render(await once(redis)))
 
     try:
-        asyncio.run(run())
+        with_redis(config, run)
     except KeyboardInterrupt:
         pass

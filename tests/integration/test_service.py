@@ -240,3 +240,136 @@ def test_sigterm_mid_backfill_then_up_again_resumes_where_it_stood(up: Up, redis
         assert total <= members + 1_000, (written_before, total)
         assert emulator.admin.stats()["rate_limited"] == 0
         up.stop()
+
+
+def create_activation(up: Up, emulator: EmulatorServer, name: str, token: str) -> str:
+    created = up.cli(
+        "activation",
+        "create",
+        "--name",
+        name,
+        "--token-env",
+        "HS_TOKEN",
+        "--base-url",
+        emulator.url,
+        "--audience",
+        "a17",
+        "--json",
+        HS_TOKEN=token,
+    )
+    assert created.returncode == 0, created.stderr
+    return str(json.loads(created.stdout)["activation_id"])
+
+
+def wait_running(up: Up, activation_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = up.cli("activation", "show", activation_id, "--json")
+        if shown.returncode == 0 and (json.loads(shown.stdout)["status"] or {}).get("state"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"activation {activation_id} never published a status")
+
+
+def timed_stop(up: Up, what: str, limit: float = 30.0) -> float:
+    """SIGTERM `hubsync up`; it must exit 0 within ``limit`` seconds (prints the time it took)."""
+    assert up.process is not None
+    started = time.monotonic()
+    up.process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = up.process.communicate(timeout=limit + 30)
+    except subprocess.TimeoutExpired as exc:
+        up.kill()
+        raise AssertionError(
+            f"{what}: hubsync up still running {limit + 30:.0f}s after SIGTERM"
+        ) from exc
+    took = time.monotonic() - started
+    print(f"\n{what}: hubsync up exited {took:.1f}s after SIGTERM")
+    assert up.process.returncode == 0, out[-3000:]
+    assert took <= limit, f"{what}: {took:.1f}s after SIGTERM (limit {limit:.0f}s)\n{out[-3000:]}"
+    assert "Traceback" not in out, out[-3000:]
+    return took
+
+
+def test_sigterm_with_everything_healthy_stops_within_seconds(up: Up) -> None:
+    with EmulatorServer() as emulator:
+        up.start()
+        wait_running(up, create_activation(up, emulator, "Healthy", "pat-na1-healthy"))
+        timed_stop(up, "healthy")
+
+
+@pytest.mark.parametrize("how", ["paused", "killed"])
+def test_sigterm_with_redis_gone_still_stops_within_30s(how: str, tmp_path: Path) -> None:
+    """Redis stops answering (SIGSTOP: a hung or unreachable host; SIGKILL: refused): the
+    activations cannot checkpoint, and the stop still ends in time, killing them (their state is
+    in Redis up to the last checkpoint plus the inbox: nothing acknowledged is lost)."""
+    from events.redis_server import RedisServer
+
+    with RedisServer(tmp_path / "own-redis") as private, EmulatorServer() as emulator:
+        up = Up(tmp_path / "home", private.url)
+        try:
+            up.start()
+            wait_running(up, create_activation(up, emulator, "Gone", "pat-na1-gone"))
+            assert private.process is not None
+            if how == "paused":
+                os.kill(private.process.pid, signal.SIGSTOP)
+            else:
+                private.kill()
+            try:
+                timed_stop(up, f"redis {how}")
+            finally:
+                if how == "paused":
+                    os.kill(private.process.pid, signal.SIGCONT)
+        finally:
+            up.kill()
+
+
+def redis_servers_in(directory: Path) -> list[int]:
+    """Pids of redis-server processes working in ``directory`` (Redis chdirs to its --dir and
+    rewrites its command line, so the working directory is what tells)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] == "redis-server" and process.cwd() == str(directory.resolve()):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_up_owns_the_embedded_redis_and_leaves_none_behind(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    up = Up(home, "")
+    del up.env["HUBSYNC_REDIS_URL"]
+    try:
+        up.start()
+        assert redis_servers_in(home / "redis"), "hubsync up did not start its embedded Redis"
+        status = up.cli("status", "--json")  # another command finds the running one
+        assert status.returncode == 0, status.stderr
+        timed_stop(up, "embedded redis")
+    finally:
+        up.kill()
+    assert redis_servers_in(home / "redis") == [], "a redis-server outlived hubsync up"
+    assert (home / "redis" / "appendonlydir").is_dir(), "the data (AOF) stays for the next up"
+    status = up.cli("status")
+    assert status.returncode != 0
+    assert "hubsync is not running" in status.stderr
+    assert redis_servers_in(home / "redis") == []
+
+
+def test_a_killed_up_takes_its_embedded_redis_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves `hubsync up` no time to stop anything: the kernel stops its Redis."""
+    home = tmp_path / "home"
+    up = Up(home, "")
+    del up.env["HUBSYNC_REDIS_URL"]
+    try:
+        up.start()
+        assert redis_servers_in(home / "redis")
+    finally:
+        up.kill()
+    deadline = time.monotonic() + 15
+    while redis_servers_in(home / "redis"):
+        assert time.monotonic() < deadline, "the embedded Redis outlived a killed hubsync up"
+        time.sleep(0.1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import re
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from packaging.specifiers import SpecifierSet
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +187,19 @@ def test_ray_gcs_port_auth_and_partitions_agree_across_nodes() -> None:
         assert found and int(found.group(1)) >= 1
         partitions.add(found.group(1))
     assert len(partitions) == 1, "head and workers must agree on HUBSYNC_PARTITIONS"
+
+
+def test_one_supported_ray_range_agrees_with_the_pin_and_pyproject() -> None:
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from hubsync.service import RAY_VERSIONS
+
+    pins = set(re.findall(r'"ray\[default\]==([0-9.]+)"', CLUSTER_YAML.read_text()))
+    assert pins, "cluster.yaml does not pin Ray"
+    for pin in pins:
+        assert Version(pin) in SpecifierSet(RAY_VERSIONS), f"cluster.yaml pins {pin}"
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [ray_line] = [Requirement(d) for d in dependencies if Requirement(d).name == "ray"]
+    assert ray_line.specifier == SpecifierSet(RAY_VERSIONS), "pyproject.toml's ray line"
+    assert ray.__version__ in ray_line.specifier, "the installed Ray"
