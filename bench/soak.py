@@ -22,9 +22,12 @@ activation's pending contacts.
 The verdict per series compares the mean of the last third of the samples with the mean of the
 middle third (the first third is warm-up: projections filling, the dead-letter cap being
 reached): a series **keeps growing** when the last third's mean is more than 5% above the middle
-third's AND above it by more than a floor, so that a tiny, noisy series is not judged on noise.
-The floors: 100 for counts (entries, contacts), 256 KiB for bytes. The run exits 1 when any series
-keeps growing. ``HUBSYNC_DEAD_LETTERS_MAX`` is set to ``--dead-letters-max`` for the stack, so the
+third's, AND above it by more than a floor, so that a tiny, noisy series is not judged on noise
+(100 for counts: entries, contacts; 256 KiB for bytes), AND by more than twice the standard error
+of that difference, so that a sawtooth (an inbox trimmed at every snapshot) is not judged on where
+a few samples fell. Sampling intervals are jittered by 25% so that they do not lock onto such a
+period. The run exits 1 when any series keeps growing, or when it is too short to judge (fewer
+than 2 samples in a third). ``HUBSYNC_DEAD_LETTERS_MAX`` is set to ``--dead-letters-max`` for the stack, so the
 dead-letter stream reaches its cap within the warm-up.
 """
 
@@ -33,9 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import threading
@@ -66,6 +71,8 @@ BAD_EVERY = 100  # one entry in BAD_EVERY is bad (1%)
 TICK = 0.05  # the publisher sends a pipelined chunk every TICK seconds
 MAX_BEHIND = 1.0  # seconds: a publisher further behind its schedule drops the shortfall
 SUSTAINED = 0.95  # a publisher below this share of the asked rate did not sustain it
+JITTER = 0.25  # sampling intervals vary by this share, so a periodic series (an inbox trimmed
+# at every snapshot, ~5 s) is not sampled at the same phase every time
 
 __all__ = [
     "Verdict",
@@ -88,6 +95,7 @@ class Verdict(msgspec.Struct, frozen=True):
     middle_mean: float | None
     last_mean: float | None
     floor: float
+    noise: float | None  # twice the standard error of (last mean - middle mean)
     judged: bool  # enough samples in each third to say anything
     keeps_growing: bool
 
@@ -107,9 +115,11 @@ def floor_of(series: str) -> float:
 def verdict(series: str, values: Sequence[float | None], floor: float | None = None) -> Verdict:
     """Judge one series sampled at regular times (None: no sample then, e.g. a process restarting).
 
-    The thirds are taken over the sampling times, so a gap does not shift them; a series keeps
-    growing when mean(last third) > (1 + GROWTH) x mean(middle third) and the difference is above
-    the floor, which keeps a small noisy series (a stream of 0-50 entries) from being judged on noise.
+    The thirds are taken over the sampling times, so a gap does not shift them. A series keeps
+    growing when mean(last third) > (1 + GROWTH) x mean(middle third), the difference is above the
+    floor (a small noisy series, a stream of 0-50 entries, is not judged on noise) and it is above
+    twice its standard error (a sawtooth, an inbox trimmed at every checkpoint, is not judged on
+    where a few samples happened to fall).
     """
     floor = floor_of(series) if floor is None else floor
     third = len(values) // 3
@@ -117,10 +127,13 @@ def verdict(series: str, values: Sequence[float | None], floor: float | None = N
     last = [v for v in values[len(values) - third :] if v is not None] if third else []
     count = sum(v is not None for v in values)
     if len(middle) < MIN_PER_THIRD or len(last) < MIN_PER_THIRD:
-        return Verdict(series, count, None, None, floor, judged=False, keeps_growing=False)
-    m, lst = sum(middle) / len(middle), sum(last) / len(last)
-    growing = lst > (1 + GROWTH) * m and lst - m > floor
-    return Verdict(series, count, m, lst, floor, judged=True, keeps_growing=growing)
+        return Verdict(series, count, None, None, floor, None, judged=False, keeps_growing=False)
+    m, lst = statistics.fmean(middle), statistics.fmean(last)
+    noise = 2 * math.sqrt(
+        statistics.variance(middle) / len(middle) + statistics.variance(last) / len(last)
+    )
+    growing = lst > (1 + GROWTH) * m and lst - m > floor and lst - m > noise
+    return Verdict(series, count, m, lst, floor, noise, judged=True, keeps_growing=growing)
 
 
 def verdicts(samples: Sequence[Mapping[str, Any]]) -> list[Verdict]:
@@ -408,6 +421,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             f"contacts, {args.activations} activations, a sample every {args.every:g} s"
         )
         samples: list[dict[str, Any]] = []
+        jitter, next_at = random.Random(args.seed), 0.0
         publisher_proc.start()
         start = time.monotonic()
         seconds = args.minutes * 60
@@ -416,7 +430,8 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             samples.append(sample)
             if not args.json:
                 h.log(progress_line(sample))
-            await asyncio.sleep(max(0.0, start + len(samples) * args.every - time.monotonic()))
+            next_at += args.every * jitter.uniform(1 - JITTER, 1 + JITTER)
+            await asyncio.sleep(max(0.0, start + next_at - time.monotonic()))
         done = await publisher_proc.wait(timeout=max(60.0, seconds))
     finally:
         publisher_proc.stop()

@@ -67,6 +67,25 @@ def test_a_tiny_noisy_series_is_not_judged_on_noise() -> None:
     assert v.floor == FLOOR_COUNT
 
 
+SAWTOOTH = [100, 1300, 200, 900, 50, 700, 1200, 400, 1350, 800, 300, 1100]  # 0-1,400, no trend
+
+
+def test_a_sawtooth_is_not_judged_on_where_the_samples_fell() -> None:
+    # an inbox trimmed at every snapshot, sampled at six points per third
+    warm_up = [0] * 6
+    v = verdict("xlen.inbox:soak0", warm_up + SAWTOOTH)
+    assert v.last_mean is not None and v.middle_mean is not None and v.noise is not None
+    # 5% and the floor alone would call it growing: the noise term is what keeps it flat
+    assert (v.growth or 0) > 0.05 and v.last_mean - v.middle_mean > v.floor
+    assert v.last_mean - v.middle_mean < v.noise
+    assert not v.keeps_growing
+
+
+def test_a_sawtooth_on_a_rising_base_keeps_growing() -> None:
+    rising = [x + 400 * i for i, x in enumerate([0] * 6 + SAWTOOTH)]  # an inbox never trimmed
+    assert verdict("xlen.inbox:soak0", rising).keeps_growing
+
+
 def test_the_floor_follows_the_unit() -> None:
     assert floor_of("memory.dead_bytes") == FLOOR_BYTES
     assert floor_of("rss.emulator_bytes") == FLOOR_BYTES
