@@ -441,6 +441,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     rate = done["published"] / done["seconds"] if done.get("seconds") else 0.0
     sustained = rate >= SUSTAINED * args.rate
     growing = [v.series for v in judged if v.keeps_growing]
+    dead_last = samples[-1]["series"]["xlen.dead"] if samples else 0
     return {
         "scenario": "soak",
         "minutes": args.minutes,
@@ -450,6 +451,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "plan": args.plan,
         "every_s": args.every,
         "dead_letters_max": args.dead_letters_max,
+        "dead_letters_capped": dead_last <= dead_letters_bound(args.dead_letters_max),
         "published": done["published"],
         "dropped": done.get("dropped", 0),
         "published_rate": round(rate, 1),
@@ -467,6 +469,12 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "all_judged": all(v.judged for v in judged),
         "goal_met": not growing and all(v.judged for v in judged),
     }
+
+
+def dead_letters_bound(cap: int) -> int:
+    """The most entries an approximately trimmed stream capped at ``cap`` may hold: Redis trims
+    whole nodes (up to 100 entries each, stream-node-max-entries), so it may exceed the cap by one."""
+    return cap + 100
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -553,6 +561,14 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
                 word + growth,
             )
         )
+    out.append(
+        (
+            "dead letters at the end",
+            f"{r['samples'][-1]['series']['xlen.dead']:,}" if r["samples"] else "-",
+            f"cap {r['dead_letters_max']:,}: "
+            + ("held" if r["dead_letters_capped"] else "NOT held (is the cap in this build?)"),
+        )
+    )
     out.append(("keeps growing", len(r["keeps_growing"]), ", ".join(r["keeps_growing"]) or ""))
     return out
 
@@ -597,6 +613,17 @@ def main(argv: list[str] | None = None) -> int:
             f"the publisher sustained {result['published_rate']:,.0f} of the {args.rate:,} "
             "changes/s asked: this machine's cores are shared by the publisher, Redis, the "
             "pipeline and the emulator; lower --rate to soak at a rate it holds"
+        )
+    if any(name.startswith("backlog.") for name in result["keeps_growing"]):
+        h.log(
+            "the Routers' backlog keeps growing: the pipeline does not keep up with this rate on "
+            "this machine, and the change streams grow with it; lower --rate to soak at a rate "
+            "it holds"
+        )
+    if not result["dead_letters_capped"]:
+        h.log(
+            f"the dead-letter stream holds more than HUBSYNC_DEAD_LETTERS_MAX={args.dead_letters_max:,} "
+            "entries: this build does not cap it (or does not read the variable in its actors)"
         )
     if not args.json:
         print(time_table(result["samples"]))

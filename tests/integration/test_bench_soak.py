@@ -74,3 +74,4 @@ def test_a_short_soak_samples_every_series_and_judges_each() -> None:
     assert r["keeps_growing"] == growing
     assert done.returncode == (1 if growing else 0)
     assert r["goal_met"] == (not growing)
+    assert isinstance(r["dead_letters_capped"], bool)
