@@ -165,9 +165,8 @@ def soak_entry(
     if i % BAD_EVERY == 0:
         match (i // BAD_EVERY) % 4:
             case 0:  # malformed JSON: cut short
-                return stream, b'{"type":"audience_entered","audience_id":"' + audience_id(
-                    k
-                ).encode()
+                cut = f'{{"type":"audience_entered","audience_id":"{audience_id(k)}'
+                return stream, cut.encode()
             case 1:  # an audience the CDP never defined
                 return stream, encode(AudienceEntered(audience_id="soak_unknown", email=email))
             case 2:  # a string for a number attribute
