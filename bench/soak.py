@@ -50,6 +50,7 @@ from typing import Any
 
 import msgspec
 import ray
+from redis.exceptions import ResponseError
 
 from bench import harness as h
 from events.model import (
@@ -335,9 +336,16 @@ def rss_or_none(pid: int | None) -> int | None:
 
 
 async def backlog(redis: Any, stream: str) -> int:
-    """Entries of one change stream not yet acknowledged by the routers (lag + pending)."""
+    """Entries of one change stream not yet acknowledged by the routers (lag + pending); 0 for a
+    stream that does not exist yet (nothing published to it, its Router not started)."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" not in str(exc):
+            raise
+        return 0
     total = 0
-    for group in await redis.xinfo_groups(stream):
+    for group in groups:
         total += int(group.get("lag") or 0) + int(group.get("pending") or 0)
     return total
 
@@ -420,15 +428,23 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             f"contacts, {args.activations} activations, a sample every {args.every:g} s"
         )
         samples: list[dict[str, Any]] = []
+        failed: list[str] = []
         jitter, next_at = random.Random(args.seed), 0.0
         publisher_proc.start()
         start = time.monotonic()
         seconds = args.minutes * 60
         while (t := time.monotonic() - start) < seconds:
-            sample = await take_sample(redis, stack, handles, redis_pid, t, publisher_proc.latest)
-            samples.append(sample)
-            if not args.json:
-                h.log(progress_line(sample))
+            try:
+                sample = await take_sample(
+                    redis, stack, handles, redis_pid, t, publisher_proc.latest
+                )
+            except Exception as exc:  # one sample lost is a gap, not the end of an hour's soak
+                failed.append(f"t={t:.1f}s: {type(exc).__name__}: {exc}")
+                h.log(f"sample at t={t:.1f}s failed: {exc!r}")
+            else:
+                samples.append(sample)
+                if not args.json:
+                    h.log(progress_line(sample))
             next_at += args.every * jitter.uniform(1 - JITTER, 1 + JITTER)
             await asyncio.sleep(max(0.0, start + next_at - time.monotonic()))
         done = await publisher_proc.wait(timeout=max(60.0, seconds))
@@ -464,6 +480,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             "min_samples_per_third": MIN_PER_THIRD,
         },
         "samples": samples,
+        "failed_samples": failed,
         "verdicts": [{**msgspec.structs.asdict(v), "growth": _round(v.growth, 4)} for v in judged],
         "keeps_growing": growing,
         "all_judged": all(v.judged for v in judged),
