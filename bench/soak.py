@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import ray
@@ -59,6 +59,7 @@ from events.model import (
     AudienceDefined,
     AudienceEntered,
     AudienceLeft,
+    Plan,
     encode,
 )
 from events.redis_server import stop_process
@@ -594,8 +595,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs")
     parser.add_argument("--rate", type=int, default=5_000, help="changes per second")
     parser.add_argument("--contacts", type=int, default=50_000, help="the population")
-    parser.add_argument("--activations", type=int, default=3)
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--activations", type=int, default=3, help="each with its own token, audience, attribute"
+    )
+    parser.add_argument("--partitions", type=int, default=4, help="change-stream partitions")
     parser.add_argument("--seed", type=int, default=12, help="seed of the publisher's choices")
 
 
@@ -606,7 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser)
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument(
-        "--plan", default="professional", help="the activations' and the emulator's plan"
+        "--plan",
+        choices=get_args(Plan),
+        default="professional",
+        help="the activations' and the emulator's plan",
     )
     parser.add_argument(
         "--dead-letters-max",
@@ -618,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate < 1 or args.contacts < 1 or args.activations < 1:
         parser.error("--minutes, --rate, --contacts and --activations must be positive")
-    if args.every <= 0:
-        parser.error("--every must be positive")
+    if args.every <= 0 or args.partitions < 1 or args.dead_letters_max < 1:
+        parser.error("--every, --partitions and --dead-letters-max must be positive")
     # Ray's local workers inherit the driver's environment: the actors see the cap.
     os.environ["HUBSYNC_DEAD_LETTERS_MAX"] = str(args.dead_letters_max)
     result = h.run_scenario(
