@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -98,7 +99,9 @@ class BenchStack(LocalStack):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.redis = RedisServer(self.home / "redis").start()
         self.emulator.start()
-        self.config = Config(
+        # The environment's HUBSYNC_* settings (a scenario may set some), then the stack's own.
+        self.config = dataclasses.replace(
+            Config.from_environ(os.environ),
             redis_url=self.redis.url,
             home=self.home,
             partitions=self.partitions,
