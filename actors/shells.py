@@ -22,6 +22,7 @@ from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
 from events.connection import connect
 from events.streams import Keys
+from scheduler import DampingPolicy
 
 __all__ = ["ActivationActor", "RateGovernor", "RouterActor", "Settings", "SupervisorActor"]
 
@@ -39,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True):
         None  # a custom resource only worker nodes offer: keeps actors off the head
     )
     http_timeout_s: float = 30.0  # how long one HubSpot call may take before it counts as a timeout
+    damping: DampingPolicy | None = None  # flap damping per contact; the service passes Config's
 
     @property
     def keys(self) -> Keys:
@@ -257,6 +259,7 @@ class ActivationActor(_Located):
             activation_id,
             lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
+            damping=settings.damping,
             on_written=self._written,
         )
         self.core.start()

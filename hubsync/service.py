@@ -79,6 +79,7 @@ class Service:
             self.config.partitions,
             self.config.linger_ms,
             actor_resource=self.config.actor_resource,
+            damping=self.config.damping,
         )
         self.supervisor = supervisor_actor(self.settings)
         return ray.get(self.supervisor.ready.remote(), timeout=120)  # type: ignore[no-any-return]
