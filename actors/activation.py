@@ -589,6 +589,7 @@ class ActivationCore:
             "pending_realtime": stats.pending_realtime,
             "pending_backfill": stats.pending_backfill,
             "in_flight": stats.in_flight,
+            "held": stats.held,  # flapping contacts held back by damping (counted in pending)
             "changes_in": c.changes_in,
             "coalesced": stats.coalesced,
             "written": c.written,
