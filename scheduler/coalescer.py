@@ -146,6 +146,9 @@ class Coalescer:
         self._settle = damping.settle if damping is not None else 0.0
         self._held: dict[bytes, list[Any]] = {}
         self._releases: list[tuple[float, bytes]] = []
+        # Released and not drained yet: not held again before they are written, so that the
+        # ceiling really bounds how long a contact that never stops flipping goes unwritten.
+        self._released: set[bytes] = set()
 
     # ------------------------------------------------------------------ intake
 
@@ -211,7 +214,12 @@ class Coalescer:
             self._known[key] = self._encode(known)
         damper = self._damper
         if damper is not None:
-            if not force and (flips or (changed and damper.tracks(key))):
+            if key in self._released:
+                if not pending:
+                    self._released.discard(key)  # flipped back: nothing left to write
+                elif not force and (flips or changed):
+                    damper.count(key, now)  # counted, but it goes out before it is held again
+            elif not force and (flips or (changed and damper.tracks(key))):
                 was_held = damper.held(key)
                 if damper.flip(key, now) and not was_held:
                     heapq.heappush(self._releases, (damper.release_at(key), key))  # type: ignore[arg-type]
@@ -353,6 +361,7 @@ class Coalescer:
             self._unhold(key, hold)
         self._held.clear()
         self._releases.clear()
+        self._released.clear()
         return released
 
     # ------------------------------------------------------------------ drain and outcome
@@ -414,7 +423,9 @@ class Coalescer:
         self._next_batch += 1
         names = self._prop_names
         contacts = []
+        released = self._released
         for key, record in taken:
+            released.discard(key)
             self._inflight[key] = (batch_id, li, record)
             values = tuple(
                 (names[prop], value, pos)  # type: ignore[misc]
@@ -876,9 +887,12 @@ class Coalescer:
         else:
             self._held.pop(key, None)  # flipped back to what HubSpot holds: nothing to write
 
-    def _unhold(self, key: bytes, hold: list[Any]) -> None:
-        """A released contact goes in front of its lane: it has waited long enough."""
-        li, record, since = hold
+    def _unhold(self, key: bytes, hold: list[Any], since: float | None = None) -> None:
+        """A released contact goes in front of its lane: it has waited long enough. With `since`
+        (its release) it waits a linger there for company: holds end one by one, and each
+        would otherwise cost a call of its own."""
+        li, record, held_since = hold
+        since = held_since if since is None else since
         self._front[li][key] = record
         fs = self._front_since[li]
         self._front_since[li] = since if fs is None else min(fs, since)
@@ -902,7 +916,8 @@ class Coalescer:
             damper.release(key)
             hold = self._held.pop(key, None)
             if hold is not None:
-                self._unhold(key, hold)
+                self._unhold(key, hold, since=now)
+                self._released.add(key)
         damper.sweep(now)
 
     def _held_count(self) -> tuple[int, int]:

@@ -108,6 +108,14 @@ class Damper:
 
     def flip(self, key: bytes, now: float) -> bool:
         """Count one flip of `key` at `now`; True if it is held (now or already)."""
+        self.count(key, now)
+        entry = self._state[key]
+        if math.isnan(entry[2]) and entry[0] >= self._policy.suppress:
+            entry[2] = now
+        return not math.isnan(entry[2])
+
+    def count(self, key: bytes, now: float) -> None:
+        """Add one flip's penalty to `key` without starting a hold."""
         p = self._policy
         entry = self._state.get(key)
         if entry is None:
@@ -117,9 +125,6 @@ class Damper:
             entry[0] = p.decayed(entry[0], now - entry[1])
             entry[1] = max(entry[1], now)
         entry[0] = min(entry[0] + p.penalty, p.ceiling)
-        if math.isnan(entry[2]) and entry[0] >= p.suppress:
-            entry[2] = now
-        return not math.isnan(entry[2])
 
     def held(self, key: bytes) -> bool:
         entry = self._state.get(key)

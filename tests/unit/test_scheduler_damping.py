@@ -285,3 +285,25 @@ def test_a_backfill_lane_contact_held_stays_in_its_lane() -> None:
     assert (c.pending(Lane.REALTIME), c.pending(Lane.BACKFILL)) == (0, 1)
     batch = c.take(force=True)
     assert batch is not None and batch.lane == Lane.BACKFILL
+
+
+def test_contacts_released_one_by_one_share_batches() -> None:
+    # holds end at different times; each release waits a linger for company, as arrivals do,
+    # instead of costing a call of its own
+    clock = FakeClock(T0)
+    c = damped(clock)
+    hubspot: dict[tuple[str, str], str] = {}
+    writes: list[str] = []
+    batches = 0
+    for i in range(50):
+        clock.set(T0 + 0.01 * i)
+        c.offer(f"c{i}@example.com", "aud", "true", P0 + 2 * i)
+        c.offer(f"c{i}@example.com", "aud", "false", P0 + 2 * i + 1)  # a flip: held
+    assert c.held() == 50
+    while (at := c.next_flush_at()) is not None:
+        clock.set(max(at, clock.now()))
+        before = len(writes)
+        flush(c, hubspot, writes)
+        batches += len(writes) > before
+    assert sorted(writes) == sorted(f"c{i}@example.com" for i in range(50))
+    assert batches <= 3
