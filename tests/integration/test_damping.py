@@ -89,3 +89,35 @@ def _write_times(hubsync: Hubsync) -> dict[str, float]:
         for c in hubsync.emulator.admin.contacts(with_timestamps=True)
         if "raptor_vip" in c.get("written_at", {})
     }
+
+
+async def test_a_killed_activation_with_held_contacts_loses_nothing(damped: Hubsync) -> None:
+    # random flips (many contacts held at any moment), the activation actor killed mid-stream
+    # three times: after every restart (snapshot + inbox) HubSpot still ends right
+    import random
+
+    import ray
+
+    from events.model import AttributeDefined
+    from tests.integration.harness import scenario
+    from tests.integration.test_restarts import converge
+
+    hubsync = damped
+    await hubsync.publish(
+        [
+            AudienceDefined(audience_id="aud", name="Audience"),
+            AttributeDefined(attribute_id="score", name="Score", value_type="number"),
+        ]
+    )
+    activation = await hubsync.create_activation(
+        "pat-dkill", audiences=["aud"], attributes=["score"]
+    )
+    events, expected = scenario(31, contacts=300, events=3_000)
+    rng = random.Random(31)
+    for n in range(0, len(events), 300):
+        await hubsync.publish(events[n : n + 300])
+        await asyncio.sleep(0.1)
+        if n // 300 in (2, 5, 8):
+            await asyncio.sleep(rng.uniform(0.0, 0.6))
+            ray.kill(await hubsync.wait_actor("activation", activation), no_restart=False)
+    await converge(hubsync, expected, 31)
