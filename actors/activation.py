@@ -36,7 +36,7 @@ from events.catalog import Catalog
 from events.projections import Projections
 from events.snapshots import SnapshotStore
 from events.streams import SEQ_BITS, DeadLetter, DeadLetters, Keys, ensure_partitions, read_after
-from scheduler import Batch, Coalescer, FlushPolicy, Lane, SystemClock
+from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
 
 __all__ = ["ActivationCore", "GovernorPort"]
 
@@ -109,6 +109,7 @@ class ActivationCore:
         governor: Callable[[str], GovernorPort],
         *,
         linger: float = 0.25,
+        damping: DampingPolicy | None = None,
         clock: SystemClock | None = None,
         on_written: Callable[[int, float | None], None] | None = None,
     ) -> None:
@@ -118,13 +119,14 @@ class ActivationCore:
         self._governor_for = governor
         self._clock = clock or SystemClock()
         self._policy = FlushPolicy(linger=linger)
+        self._damping = damping
         self._snapshots = SnapshotStore(redis, keys)
         self._dead = DeadLetters(redis, keys)
         self._projections = Projections(redis, keys)
         self._activations = Activations()
         self._catalog = Catalog()
         self._on_written = on_written
-        self.coalescer = Coalescer(self._clock, self._policy)
+        self.coalescer = Coalescer(self._clock, self._policy, damping=damping)
         self.state = State()
         self.spec: ActivationSpec | None = None
         self.deleted = False
@@ -205,7 +207,7 @@ class ActivationCore:
             self.state = _decode_state(snap.state)
             if self.state.coalescer:
                 self.coalescer = Coalescer.from_snapshot(
-                    self.state.coalescer, self._clock, self._policy
+                    self.state.coalescer, self._clock, self._policy, damping=self._damping
                 )
                 self.state.coalescer = b""
         replayed = 0
@@ -587,6 +589,7 @@ class ActivationCore:
             "pending_realtime": stats.pending_realtime,
             "pending_backfill": stats.pending_backfill,
             "in_flight": stats.in_flight,
+            "held": stats.held,  # flapping contacts held back by damping (counted in pending)
             "changes_in": c.changes_in,
             "coalesced": stats.coalesced,
             "written": c.written,

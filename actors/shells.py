@@ -24,6 +24,7 @@ from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
 from events.connection import connect
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
+from scheduler import DampingPolicy
 
 __all__ = [
     "CHECKPOINT_TIMEOUT_S",
@@ -56,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True):
     max_entry_bytes: int = MAX_ENTRY_BYTES  # a change entry larger than this is parked unread
     dead_letters_max: int = DEAD_LETTERS_MAX  # the dead-letter stream keeps about this many entries
     change_retention_s: float = 0.0  # acknowledged change entries kept this long (0: trim at once)
+    damping: DampingPolicy | None = None  # flap damping per contact; the service passes Config's
 
     @property
     def keys(self) -> Keys:
@@ -336,6 +338,7 @@ class ActivationActor(_Located):
             activation_id,
             lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
+            damping=settings.damping,
             on_written=self._written,
         )
         self.core.start()

@@ -9,6 +9,13 @@ Environment variables::
     HUBSYNC_SECRET_KEY    key that encrypts access tokens at rest (Fernet, urlsafe base64);
                           unset: one is created in HUBSYNC_HOME/secret.key (mode 0600)
     HUBSYNC_LINGER_MS     how long a change may wait for its batch to fill; default 250
+    HUBSYNC_DAMPING       "off" turns flap damping off; default on, with these settings:
+    HUBSYNC_DAMPING_SETTLE_MS     least wait of a realtime change before it is written; 500
+    HUBSYNC_DAMPING_PENALTY       penalty per flip; 1
+    HUBSYNC_DAMPING_HALF_LIFE_MS  time for a penalty to halve; 1000
+    HUBSYNC_DAMPING_SUPPRESS      penalty at which a contact is held; 2
+    HUBSYNC_DAMPING_REUSE         penalty under which a held contact is written; 0.75
+    HUBSYNC_DAMPING_MAX_HOLD_MS   longest hold, however a contact keeps flipping; 30000
     HUBSYNC_ACTOR_RESOURCE  a custom resource only worker nodes offer (cluster.yaml: hubsync_worker);
                           routers, activations and governors require a sliver of it, so they stay
                           off the head node; unset: they go anywhere (one machine)
@@ -24,11 +31,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from events.connection import redact_url
 from events.streams import DEAD_LETTERS_MAX, DEFAULT_PARTITIONS, MAX_ENTRY_BYTES, Keys
+from scheduler import DampingPolicy
 
 __all__ = ["Config", "ConfigError"]
 
@@ -53,6 +61,8 @@ class Config:
     max_entry_bytes: int = MAX_ENTRY_BYTES
     dead_letters_max: int = DEAD_LETTERS_MAX
     change_retention_s: float = 0.0
+    damping: DampingPolicy | None = field(default_factory=DampingPolicy)
+    """Flap damping per contact (README "Flapping contacts"); None: off."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -73,6 +83,7 @@ class Config:
             max_entry_bytes=_positive_int(env, "HUBSYNC_MAX_ENTRY_BYTES", MAX_ENTRY_BYTES),
             dead_letters_max=_positive_int(env, "HUBSYNC_DEAD_LETTERS_MAX", DEAD_LETTERS_MAX),
             change_retention_s=_seconds(env, "HUBSYNC_CHANGE_RETENTION", 0.0),
+            damping=_damping(env),
         )
 
     def __repr__(self) -> str:
@@ -101,6 +112,41 @@ class Config:
         from events.redis_server import embedded_redis_url
 
         return embedded_redis_url(self.home)
+
+
+def _damping(env: Mapping[str, str]) -> DampingPolicy | None:
+    """The flap damping settings; times in milliseconds like HUBSYNC_LINGER_MS."""
+    switch = env.get("HUBSYNC_DAMPING", "").strip().lower()
+    if switch in ("off", "0", "false", "no"):
+        return None
+    if switch not in ("", "on", "1", "true", "yes"):
+        raise ConfigError(f"HUBSYNC_DAMPING={switch!r}: use 'on' or 'off'")
+    d = DampingPolicy()
+    values = {
+        "settle": _number(env, "HUBSYNC_DAMPING_SETTLE_MS", d.settle * 1000) / 1000,
+        "penalty": _number(env, "HUBSYNC_DAMPING_PENALTY", d.penalty),
+        "half_life": _number(env, "HUBSYNC_DAMPING_HALF_LIFE_MS", d.half_life * 1000) / 1000,
+        "suppress": _number(env, "HUBSYNC_DAMPING_SUPPRESS", d.suppress),
+        "reuse": _number(env, "HUBSYNC_DAMPING_REUSE", d.reuse),
+        "max_hold": _number(env, "HUBSYNC_DAMPING_MAX_HOLD_MS", d.max_hold * 1000) / 1000,
+    }
+    try:
+        return DampingPolicy(**values)
+    except ValueError as exc:
+        raise ConfigError(f"HUBSYNC_DAMPING_*: {exc}") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} must be a finite number >= 0")
+    return value
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

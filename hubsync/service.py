@@ -125,6 +125,7 @@ class Service:
             max_entry_bytes=self.config.max_entry_bytes,
             dead_letters_max=self.config.dead_letters_max,
             change_retention_s=self.config.change_retention_s,
+            damping=self.config.damping,
         )
         self.supervisor = supervisor_actor(self.settings)
         info: dict[str, Any] = ray.get(self.supervisor.ready.remote(), timeout=120)

@@ -3,6 +3,7 @@
 - `Coalescer`: an activation's pending writes per contact and property, latest position wins;
   batches of distinct contacts, oldest first, in a realtime and a backfill lane.
 - `FlushPolicy`, `Lane`, `LaneSelector`: when a batch goes, and which lane it comes from.
+- `DampingPolicy`, `Damper`: flap damping per contact (held while flapping, written once settled).
 - `RollingWindow`, `DailyQuota`, `TokenBudget`: HubSpot's per-token limits, refined from headers.
 - `FairQueue`: calls shared fairly between the activations of one token.
 - `should_retry`, `backoff`, `BatchSplitter`: what to do when a call fails.
@@ -13,6 +14,7 @@ from scheduler.budget import TokenBudget
 from scheduler.clock import Clock, FakeClock, SystemClock
 from scheduler.coalescer import Batch, Coalescer, CoalescerStats, ContactWrite
 from scheduler.daily import DailyQuota
+from scheduler.damping import Damper, DampingPolicy
 from scheduler.fairqueue import FairQueue
 from scheduler.flush import FlushPolicy
 from scheduler.lanes import Lane, LaneSelector
@@ -28,6 +30,8 @@ __all__ = [
     "CoalescerStats",
     "ContactWrite",
     "DailyQuota",
+    "Damper",
+    "DampingPolicy",
     "FairQueue",
     "FakeClock",
     "FlushPolicy",

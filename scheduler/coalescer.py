@@ -11,6 +11,10 @@ It owns the answer to "what must still be written to HubSpot, and in which order
   time (changes for a contact in flight wait until its batch is acknowledged or retried).
 - `acknowledge(batch)` records what HubSpot now holds ("known"); `retry(batch)` puts a failed
   batch back in front of its lane without overwriting anything newer.
+- With a `DampingPolicy` (see `damping`), a realtime change waits `settle` before it can join a
+  batch, and a contact that flaps is held aside (out of its lane, still coalescing) until its
+  penalty decays or its hold ceiling passes; then it goes in front of its lane. Held contacts
+  count as pending.
 
 Memory layout (see `_records`): per lane an insertion-ordered dict `email bytes -> record` is
 the queue; a contact whose pending values all cancel out leaves a tombstone (None) in place
@@ -22,6 +26,7 @@ therefore at most `resolution` early, which only ever makes a flush slightly ear
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections import deque
@@ -32,6 +37,7 @@ import msgspec
 
 from scheduler._records import MAX_POSITION, MAX_PROPERTY_ID, Entry, RecordCodec
 from scheduler.clock import Clock, SystemClock
+from scheduler.damping import Damper, DampingPolicy
 from scheduler.flush import FlushPolicy
 from scheduler.lanes import Lane, LaneSelector
 
@@ -88,6 +94,10 @@ class CoalescerStats(msgspec.Struct, frozen=True):
     in_flight: int
     known: int
     """Contacts with at least one value known to be in HubSpot."""
+    held: int = 0
+    """Pending contacts held back by damping (counted in pending_realtime/backfill too)."""
+    damped: int = 0
+    """Contacts carrying a flap penalty (held or not)."""
 
 
 def _lane_index(lane: Lane | str) -> int:
@@ -103,6 +113,7 @@ class Coalescer:
         policy: FlushPolicy | None = None,
         *,
         resolution: float | None = None,
+        damping: DampingPolicy | None = None,
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._policy = policy if policy is not None else FlushPolicy()
@@ -129,6 +140,15 @@ class Coalescer:
         self._written = 0
         self._forgotten = 0
         self._parked = 0
+        # Damping: penalties of contacts that flipped, the pending values of those held
+        # (key -> [lane index, record, since]) and when to look at each hold again (a heap).
+        self._damper = Damper(damping) if damping is not None else None
+        self._settle = damping.settle if damping is not None else 0.0
+        self._held: dict[bytes, list[Any]] = {}
+        self._releases: list[tuple[float, bytes]] = []
+        # Released and not drained yet: not held again before they are written, so that the
+        # ceiling really bounds how long a contact that never stops flipping goes unwritten.
+        self._released: set[bytes] = set()
 
     # ------------------------------------------------------------------ intake
 
@@ -183,11 +203,29 @@ class Coalescer:
             return
 
         where, record = self._find(key)
+        hold = self._held.get(key)
+        if hold is not None:
+            record = hold[1]
         pending = self._values(record) if record is not None else {}
         known_rec = self._known.get(key)
         known = self._values(known_rec) if known_rec is not None else {}
-        if self._merge(known, pending, entries, force=force):
+        known_changed, flips, changed = self._merge(known, pending, entries, force=force)
+        if known_changed:
             self._known[key] = self._encode(known)
+        damper = self._damper
+        if damper is not None:
+            if key in self._released:
+                if not pending:
+                    self._released.discard(key)  # flipped back: nothing left to write
+                elif not force and (flips or changed):
+                    damper.count(key, now)  # counted, but it goes out before it is held again
+            elif not force and (flips or (changed and damper.tracks(key))):
+                was_held = damper.held(key)
+                if damper.flip(key, now) and not was_held:
+                    heapq.heappush(self._releases, (damper.release_at(key), key))  # type: ignore[arg-type]
+            if damper.held(key):
+                self._hold(key, where, hold, pending, li, now)
+                return
         self._place(key, where, pending, li, now)
 
     # ------------------------------------------------------------------ flush policy
@@ -196,14 +234,35 @@ class Coalescer:
     def policy(self) -> FlushPolicy:
         return self._policy
 
+    @property
+    def damping(self) -> DampingPolicy | None:
+        return None if self._damper is None else self._damper.policy
+
     def pending(self, lane: Lane | str | None = None) -> int:
-        """Pending contacts in `lane`, or in both lanes (not counting those in flight)."""
+        """Pending contacts in `lane`, or in both lanes, held ones included (not counting those
+        in flight)."""
+        held = self._held_count()
         if lane is None:
-            return self._count[0] + self._count[1]
-        return self._count[_lane_index(lane)]
+            return self._count[0] + self._count[1] + held[0] + held[1]
+        li = _lane_index(lane)
+        return self._count[li] + held[li]
 
     def __len__(self) -> int:
-        return self._count[0] + self._count[1]
+        return self.pending()
+
+    def held(self) -> int:
+        """Pending contacts held back by damping."""
+        return len(self._held)
+
+    def hold_of(self, email: str) -> tuple[float, float] | None:
+        """(since, until) of the damping hold of `email`: when it began, and when it ends unless
+        the contact flips again (at most `max_hold` after it began); None if not held."""
+        if self._damper is None:
+            return None
+        key = email.encode()
+        until = self._damper.release_at(key)
+        since = self._damper.held_since(key)
+        return None if until is None or since is None else (since, until)
 
     def oldest(self, lane: Lane | str) -> float | None:
         """When the oldest pending change of `lane` arrived (never later than the truth)."""
@@ -217,26 +276,58 @@ class Coalescer:
             since = head if since is None else min(since, head)
         return since
 
-    def due_at(self, lane: Lane | str) -> float | None:
-        """When `lane` has a batch to send: now-or-past if full, else oldest + linger."""
-        since = self.oldest(lane)
-        if since is None:
+    def due_at(self, lane: Lane | str, now: float | None = None) -> float | None:
+        """When `lane` has a batch to send: now-or-past if full, else oldest + linger.
+
+        With damping, realtime changes count from `settle` after they arrived: "full" means
+        that many contacts have settled, and the linger starts when the first one has."""
+        li = _lane_index(lane)
+        settle = self._settle if li == 0 else 0.0
+        if not settle:
+            since = self.oldest(lane)
+            if since is None:
+                return None
+            if self._count[li] >= self._policy.batch_size:
+                return since
+            return since + self._policy.linger
+        if not self._count[li]:
             return None
-        if self._count[_lane_index(lane)] >= self._policy.batch_size:
-            return since
-        return since + self._policy.linger
+        now = self._clock.now() if now is None else now
+        front = self._front[li]
+        first = self._front_since[li] if front else None
+        settled = len(front)
+        if self._live_in_queue(li):
+            self._trim(li)
+            head = self._runs[li][0][0] + settle
+            first = head if first is None else min(first, head)
+            settled += self._settled(li, now - settle, self._policy.batch_size - settled)
+        if first is None:
+            return None
+        if settled >= self._policy.batch_size:
+            return first
+        return first + self._policy.linger
 
     def next_flush_at(self) -> float | None:
-        """The earliest time any lane has a batch due; None when nothing is pending."""
+        """The earliest time any lane has a batch due, or a held contact is to be looked at
+        again; None when nothing is pending."""
+        now = self._clock.now()
+        self._release_due(now)
         times = [
-            t for t in (self.due_at(Lane.REALTIME), self.due_at(Lane.BACKFILL)) if t is not None
+            t
+            for t in (self.due_at(Lane.REALTIME, now), self.due_at(Lane.BACKFILL, now))
+            if t is not None
         ]
+        if self._releases:
+            times.append(self._releases[0][0])
         return min(times) if times else None
 
     def due_lanes(self, now: float | None = None) -> tuple[Lane, ...]:
         """The lanes with a batch due at `now` (default: the clock), realtime first."""
         now = self._clock.now() if now is None else now
-        return tuple(lane for lane in _LANES if (at := self.due_at(lane)) is not None and at <= now)
+        self._release_due(now)
+        return tuple(
+            lane for lane in _LANES if (at := self.due_at(lane, now)) is not None and at <= now
+        )
 
     def ready(self, now: float | None = None) -> bool:
         """True when some lane has a batch due at `now`."""
@@ -244,8 +335,10 @@ class Coalescer:
 
     def take(self, now: float | None = None, *, force: bool = False) -> Batch | None:
         """Drain the next batch for a grant: the lane is chosen by the LaneSelector among due
-        lanes (all non-empty lanes with `force`); None if nothing is due."""
+        lanes (all non-empty lanes with `force`, held contacts released, unsettled ones
+        included); None if nothing is due."""
         if force:
+            self.release_held()
             rt, bf = self._count[0] > 0, self._count[1] > 0
         else:
             due = self.due_lanes(now)
@@ -253,15 +346,42 @@ class Coalescer:
         lane = self._selector.choose(rt, bf)
         if lane is None:
             return None
-        return self.drain(self._policy.batch_size, lane=lane)
+        return self.drain(self._policy.batch_size, lane=lane, now=now, settled_only=not force)
+
+    def release_held(self) -> int:
+        """End every damping hold now (their contacts go in front of their lanes); returns how
+        many pending contacts were released. For a final flush."""
+        if self._damper is None:
+            return 0
+        released = len(self._held)
+        for _, key in self._releases:
+            self._damper.release(key)  # held ones with nothing pending too
+        for key, hold in self._held.items():
+            self._damper.release(key)
+            self._unhold(key, hold)
+        self._held.clear()
+        self._releases.clear()
+        self._released.clear()
+        return released
 
     # ------------------------------------------------------------------ drain and outcome
 
-    def drain(self, n: int, lane: Lane | str = Lane.REALTIME) -> Batch | None:
-        """Up to `n` distinct contacts of `lane`, oldest first, now in flight; None if empty."""
+    def drain(
+        self,
+        n: int,
+        lane: Lane | str = Lane.REALTIME,
+        *,
+        now: float | None = None,
+        settled_only: bool = True,
+    ) -> Batch | None:
+        """Up to `n` distinct contacts of `lane`, oldest first, now in flight; None if empty.
+        With damping, realtime changes younger than `settle` stay (unless not `settled_only`)."""
         li = _lane_index(lane)
         if n < 1 or not self._count[li]:
             return None
+        cutoff = math.inf
+        if li == 0 and self._settle and settled_only:
+            cutoff = (self._clock.now() if now is None else now) - self._settle
         taken: list[tuple[bytes, Record]] = []
         oldest = math.inf
         front = self._front[li]
@@ -276,13 +396,18 @@ class Coalescer:
         if len(taken) < n and live_in_queue:
             self._trim(li)
             queue = self._queue[li]
-            oldest = min(oldest, self._runs[li][0][0])
             runs = self._runs[li]
-            while len(taken) < n and queue:
+            if runs[0][0] <= cutoff:
+                oldest = min(oldest, runs[0][0])
+            settled = True
+            while settled and len(taken) < n and queue:
                 for key in list(itertools.islice(queue, n - len(taken) + 16)):
+                    run = runs[0]
+                    if run[0] > cutoff:
+                        settled = False  # the rest arrived later still
+                        break
                     record = queue.pop(key)
                     self._holes[li] += 1
-                    run = runs[0]
                     run[1] -= 1
                     if not run[1]:
                         runs.popleft()
@@ -291,12 +416,16 @@ class Coalescer:
                         if len(taken) == n:
                             break
             self._compact(li)
+        if not taken:
+            return None
         self._count[li] -= len(taken)
         batch_id = self._next_batch
         self._next_batch += 1
         names = self._prop_names
         contacts = []
+        released = self._released
         for key, record in taken:
+            released.discard(key)
             self._inflight[key] = (batch_id, li, record)
             values = tuple(
                 (names[prop], value, pos)  # type: ignore[misc]
@@ -370,8 +499,11 @@ class Coalescer:
         return None if held is None else (held[1], held[0])
 
     def pending_values(self, email: str) -> dict[str, tuple[str, int]]:
-        """The pending {property: (value, position)} of one contact (queued or retried)."""
-        _, record = self._find(email.encode())
+        """The pending {property: (value, position)} of one contact (queued, retried or held)."""
+        key = email.encode()
+        _, record = self._find(key)
+        if record is None and key in self._held:
+            record = self._held[key][1]
         if record is None:
             return {}
         return {self._prop_names[p]: (v, pos) for p, pos, v in self._decode(record)}  # type: ignore[misc]
@@ -410,6 +542,13 @@ class Coalescer:
                         self._count[li] -= 1
                     else:
                         front[key] = new
+        for key, hold in list(self._held.items()):
+            new, dropped = strip(hold[1])
+            self._forgotten += dropped
+            if new is None:
+                del self._held[key]
+            else:
+                hold[1] = new
         for key in list(self._known):
             new, _ = strip(self._known[key])
             if new is None:
@@ -422,16 +561,19 @@ class Coalescer:
             self._forgotten += before - len(held[1])
 
     def stats(self) -> CoalescerStats:
+        held = self._held_count()
         return CoalescerStats(
             offered=self._offered,
             coalesced=self._coalesced,
             written=self._written,
             forgotten=self._forgotten,
             parked=self._parked,
-            pending_realtime=self._count[0],
-            pending_backfill=self._count[1],
+            pending_realtime=self._count[0] + held[0],
+            pending_backfill=self._count[1] + held[1],
             in_flight=len(self._inflight),
             known=len(self._known),
+            held=held[0] + held[1],
+            damped=0 if self._damper is None else len(self._damper),
         )
 
     # ------------------------------------------------------------------ snapshots
@@ -479,6 +621,13 @@ class Coalescer:
                 at = since if since is not None else self._clock.now()
                 fs = lane["front_since"]
                 lane["front_since"] = at if fs is None else min(fs, at)
+        # Held contacts are saved in front of their lane, and listed apart: a Coalescer
+        # without damping (or older code) writes them, one with damping holds them again.
+        for key, (li, record, since) in self._held.items():
+            lane = lanes[li]
+            lane["front"].append([key.decode(), self._entries_out(record)])
+            fs = lane["front_since"]
+            lane["front_since"] = since if fs is None else min(fs, since)
         known_out = [
             [k.decode(), self._entries_out(r)]
             for k, r in self._known.items()
@@ -489,7 +638,7 @@ class Coalescer:
             for k, values in known_after.items()
             if values
         )
-        return {
+        out: dict[str, Any] = {
             "version": _SNAPSHOT_VERSION,
             "base": None if self._codec is None else self._codec.base,
             "properties": list(self._prop_names),
@@ -504,6 +653,12 @@ class Coalescer:
                 self._parked,
             ],
         }
+        if self._damper is not None:
+            out["damping"] = {
+                "penalties": self._damper.to_builtins(),
+                "held": [k.decode() for k in self._held],
+            }
+        return out
 
     def snapshot(self) -> bytes:
         """`to_builtins` as msgpack."""
@@ -517,13 +672,15 @@ class Coalescer:
         policy: FlushPolicy | None = None,
         *,
         resolution: float | None = None,
+        damping: DampingPolicy | None = None,
     ) -> Coalescer:
+        """Restore `to_builtins` output; snapshots without damping state (older ones) load too."""
         if data.get("version") != _SNAPSHOT_VERSION:
             raise ValueError(
                 f"unknown Coalescer snapshot version {data.get('version')!r}; "
                 "rebuild the activation state from its log"
             )
-        self = cls(clock, policy, resolution=resolution)
+        self = cls(clock, policy, resolution=resolution, damping=damping)
         if data["base"] is not None:
             self._codec = RecordCodec(data["base"])
         self._prop_names = list(data["properties"])
@@ -549,6 +706,9 @@ class Coalescer:
             self._forgotten,
             self._parked,
         ) = data["counters"]
+        saved = data.get("damping")
+        if self._damper is not None and saved is not None:
+            self._restore_damping(saved)
         return self
 
     @classmethod
@@ -559,8 +719,11 @@ class Coalescer:
         policy: FlushPolicy | None = None,
         *,
         resolution: float | None = None,
+        damping: DampingPolicy | None = None,
     ) -> Coalescer:
-        return cls.from_builtins(msgspec.msgpack.decode(data), clock, policy, resolution=resolution)
+        return cls.from_builtins(
+            msgspec.msgpack.decode(data), clock, policy, resolution=resolution, damping=damping
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -595,9 +758,12 @@ class Coalescer:
 
     def _merge(
         self, known: _Values, pending: _Values, entries: Iterable[Entry], *, force: bool = False
-    ) -> bool:
-        """Fold `entries` into `pending` (in place); True if `known` changed."""
+    ) -> tuple[bool, int, int]:
+        """Fold `entries` into `pending` (in place). Returns whether `known` changed, the flips
+        (a waiting value superseded by another value, or cancelled) and the changes (pending
+        values set or cancelled)."""
         known_changed = False
+        flips = changed = 0
         for prop, pos, value in entries:
             held = pending.get(prop)
             if held is not None and held[0] >= pos:
@@ -609,6 +775,11 @@ class Coalescer:
                 continue
             if held is not None:
                 self._coalesced += 1  # the pending value is superseded
+                if held[1] != value:
+                    flips += 1
+                    changed += 1
+            else:
+                changed += 1
             if have is not None and have[1] == value and not force:
                 # HubSpot already holds it: nothing to write, but remember the position so a
                 # late older change cannot bring the other value back.
@@ -616,10 +787,12 @@ class Coalescer:
                 known_changed = True
                 if held is not None:
                     del pending[prop]
+                else:
+                    changed -= 1  # nothing was waiting: not a change
                 self._coalesced += 1
                 continue
             pending[prop] = (pos, value)
-        return known_changed
+        return known_changed, flips, changed
 
     def _find(self, key: bytes) -> tuple[tuple[bool, int] | None, Record | None]:
         """Where `key` is pending: ((in_front, lane index), record), or (None, None)."""
@@ -685,11 +858,105 @@ class Coalescer:
             self._known[key] = self._encode(known)
         else:
             self._known.pop(key, None)
-        if pending:
+        if pending and self._damper is not None and self._damper.held(key):
+            self._held[key] = [li, self._encode(pending), since]
+        elif pending:
             self._front[li][key] = self._encode(pending)
             fs = self._front_since[li]
             self._front_since[li] = since if fs is None else min(fs, since)
             self._count[li] += 1
+
+    def _hold(
+        self,
+        key: bytes,
+        where: tuple[bool, int] | None,
+        hold: list[Any] | None,
+        pending: _Values,
+        li: int,
+        now: float,
+    ) -> None:
+        """Keep `pending` of held `key` aside (taking it out of its lane, if it was in one)."""
+        since = now
+        if where is not None:
+            li = min(li, where[1])
+            self._place(key, where, {}, li, now)  # leaves the lane (a tombstone in the queue)
+        if hold is not None:
+            li, since = min(li, hold[0]), hold[2]
+        if pending:
+            self._held[key] = [li, self._encode(pending), since]
+        else:
+            self._held.pop(key, None)  # flipped back to what HubSpot holds: nothing to write
+
+    def _unhold(self, key: bytes, hold: list[Any], since: float | None = None) -> None:
+        """A released contact goes in front of its lane: it has waited long enough. With `since`
+        (its release) it waits a linger there for company: holds end one by one, and each
+        would otherwise cost a call of its own."""
+        li, record, held_since = hold
+        since = held_since if since is None else since
+        self._front[li][key] = record
+        fs = self._front_since[li]
+        self._front_since[li] = since if fs is None else min(fs, since)
+        self._count[li] += 1
+
+    def _release_due(self, now: float) -> None:
+        """Release the held contacts whose penalty decayed below reuse or whose hold ceiling
+        passed; forget penalties that decayed away."""
+        damper = self._damper
+        if damper is None:
+            return
+        heap = self._releases
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            at = damper.release_at(key)
+            if at is None:
+                continue  # released already (an older entry of the same key)
+            if at > now:
+                heapq.heappush(heap, (at, key))  # flipped again meanwhile
+                continue
+            damper.release(key)
+            hold = self._held.pop(key, None)
+            if hold is not None:
+                self._unhold(key, hold, since=now)
+                self._released.add(key)
+        damper.sweep(now)
+
+    def _held_count(self) -> tuple[int, int]:
+        if not self._held:
+            return 0, 0
+        backfill = sum(1 for hold in self._held.values() if hold[0])
+        return len(self._held) - backfill, backfill
+
+    def _settled(self, li: int, cutoff: float, limit: int) -> int:
+        """Queued contacts (tombstones counted too) that arrived by `cutoff`, up to `limit`."""
+        total = 0
+        for since, count in self._runs[li]:
+            if since > cutoff or total >= limit:
+                break
+            total += int(count)
+        return total
+
+    def _restore_damping(self, saved: dict[str, Any]) -> None:
+        damper = self._damper
+        assert damper is not None
+        damper.load(saved.get("penalties", []))
+        now = self._clock.now()
+        for email in saved.get("held", []):
+            key = email.encode()
+            if not damper.held(key):
+                continue
+            for li in (0, 1):
+                record = self._front[li].pop(key, None)
+                if record is not None:
+                    self._count[li] -= 1
+                    since = self._front_since[li]
+                    if not self._front[li]:
+                        self._front_since[li] = None
+                    self._held[key] = [li, record, now if since is None else since]
+                    break
+        for key, *_ in damper.to_builtins():
+            at = damper.release_at(str(key).encode())
+            if at is not None:
+                heapq.heappush(self._releases, (at, str(key).encode()))
 
     def _live_in_queue(self, li: int) -> bool:
         return self._count[li] > len(self._front[li])

@@ -28,6 +28,7 @@ from events.model import (
 )
 from events.secrets import Sealer
 from events.streams import Keys, Publisher, ensure_partitions
+from scheduler import DampingPolicy
 
 
 def scenario(
@@ -63,10 +64,16 @@ class Hubsync:
         partitions: int = 2,
         linger_ms: int = 100,
         actor_resource: str | None = None,
+        damping: DampingPolicy | None = None,
     ) -> None:
         self.namespace = f"t{uuid.uuid4().hex[:10]}"
         self.settings = Settings(
-            redis_url, self.namespace, partitions, linger_ms, actor_resource=actor_resource
+            redis_url,
+            self.namespace,
+            partitions,
+            linger_ms,
+            actor_resource=actor_resource,
+            damping=damping,
         )
         self.keys = Keys(self.namespace)
         self.emulator = emulator

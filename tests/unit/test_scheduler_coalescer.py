@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import Coalescer, FakeClock, FlushPolicy, Lane
+from scheduler import Coalescer, DampingPolicy, FakeClock, FlushPolicy, Lane
 
 T0 = 1_800_000_000.0
 P0 = int(T0 * 1000) << 20
@@ -181,8 +181,10 @@ op = st.one_of(
     positions=st.data(),
     ops=st.lists(op, max_size=120),
     near=st.booleans(),
+    damp=st.booleans(),
 )
-def test_final_values_are_last_by_position(changes, positions, ops, near) -> None:
+def test_final_values_are_last_by_position(changes, positions, ops, near, damp) -> None:
+    # damp: with flap damping (holds, settle) the outcome must be the same
     # near: positions like real stream ids (compact records); else far apart (general records)
     base, step = (P0, 1000) if near else (0, 2**50)
     pos = positions.draw(
@@ -193,7 +195,8 @@ def test_final_values_are_last_by_position(changes, positions, ops, near) -> Non
     )
     arrivals = positions.draw(st.permutations(range(len(changes))))
     clock = FakeClock(T0)
-    c = Coalescer(clock, FlushPolicy(batch_size=3))
+    damping = DampingPolicy(max_hold=2.0) if damp else None
+    c = Coalescer(clock, FlushPolicy(batch_size=3), damping=damping)
     hubspot: dict[tuple[str, str], str] = {}
     flights = []
 
@@ -229,7 +232,9 @@ def test_final_values_are_last_by_position(changes, positions, ops, near) -> Non
                 if o[1]:
                     apply(batch)
             flights.clear()
-            c = Coalescer.from_snapshot(c.snapshot(), clock, FlushPolicy(batch_size=3))
+            c = Coalescer.from_snapshot(
+                c.snapshot(), clock, FlushPolicy(batch_size=3), damping=damping
+            )
     for i in queue:
         c.offer(changes[i][0], changes[i][1], changes[i][2], pos[i], lanes[i])
     for batch in flights:
