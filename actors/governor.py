@@ -36,6 +36,7 @@ from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, WriteStatus
 from crm.errors import (
     AuthenticationError,
     HubSpotError,
+    InvalidTokenError,
     MissingScopesError,
     RateLimitedError,
     ValidationError,
@@ -175,15 +176,20 @@ class GovernorCore:
         per_interval, per_day = PLANS.get(spec.plan, PLANS["starter"])
         if self._spec is None or self._spec.plan != spec.plan:
             self.budget = TokenBudget.for_plan(per_interval, per_day, interval=10.0 + WINDOW_MARGIN)
-        self._client = HubSpotClient(
-            token,
-            base_url=spec.base_url,
-            api_version=spec.api_version,  # type: ignore[arg-type]
-            http=self._http,
-            before_request=self._before_request,
-            after_response=self._after_response,
-            trace_prefix=self.fingerprint[:6],
-        )
+        try:
+            self._client = HubSpotClient(
+                token,
+                base_url=spec.base_url,
+                api_version=spec.api_version,  # type: ignore[arg-type]
+                http=self._http,
+                before_request=self._before_request,
+                after_response=self._after_response,
+                trace_prefix=self.fingerprint[:6],
+            )
+        except InvalidTokenError as exc:  # says what is wrong and where, never the token
+            self._client = None
+            self.problem = f"token {self.fingerprint}: {exc}"
+            return
         self._spec = spec
 
     # --- permits -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from crm.errors import (
     AuthenticationError,
     ConflictError,
     HubSpotError,
+    InvalidTokenError,
     LockedError,
     MissingScopesError,
     NotFoundError,
@@ -62,6 +63,7 @@ __all__ = [
     "WriteResult",
     "WriteStatus",
     "api_paths",
+    "check_token",
 ]
 
 ApiVersion = Literal["v3", "2026-03"]
@@ -216,6 +218,42 @@ def _context_list(error: _StandardError, key: str) -> list[str]:
     return [str(value)] if value is not None else []
 
 
+def check_token(token: str) -> None:
+    """Refuse a token that cannot travel in an `Authorization` header, naming the problem and
+    its position, never the token: h11 would refuse it mid-request with the header (token
+    included) in its error text, and that text would reach statuses and logs."""
+    if not isinstance(token, str) or not token:
+        raise InvalidTokenError("an access token is required")
+    for position, char in enumerate(token, start=1):
+        if char.isspace():
+            what = "whitespace (a space, tab or line break)"
+        elif not char.isascii():
+            what = "a non-ASCII character"
+        elif not char.isprintable():
+            what = f"a control character (code {ord(char)})"
+        else:
+            continue
+        raise InvalidTokenError(
+            f"the access token contains {what} at position {position} of {len(token)}: "
+            "copy the token again from HubSpot (a private-app token or service key is "
+            "printable ASCII without spaces) and recreate the activation"
+        )
+
+
+def _transport_failure(
+    exc: BaseException, method: str, path: str, operation: str
+) -> TransportError:
+    """A safe description of a request that got no response: the exception's class and the
+    path, never its text (h11 and httpx may quote the request's headers, the token among them)."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    what = (
+        f"HubSpot did not answer {method} {path} in time ({type(exc).__name__})."
+        if timed_out
+        else f"The connection to HubSpot failed on {method} {path} ({type(exc).__name__})."
+    )
+    return TransportError(what, operation=operation)
+
+
 def _email_for_path(email: str) -> str:
     if not _EMAIL_RE.fullmatch(email) or ".." in email:
         raise ValueError(f"{email!r} is not an email address hubsync will send in a URL")
@@ -253,8 +291,7 @@ class HubSpotClient:
         after_response: AfterResponse | None = None,
         trace_prefix: str | None = None,
     ) -> None:
-        if not token:
-            raise ValueError("an access token is required")
+        check_token(token)
         self._token = token
         self.fingerprint = token_fingerprint(token)
         self.base_url = base_url.rstrip("/")
@@ -306,21 +343,16 @@ class HubSpotClient:
         if json is not None:
             content = _encode(json)
             headers["Content-Type"] = "application/json"
+        failure: TransportError | None = None
         try:
             response = await self._http.request(
                 method, self.base_url + path, content=content, params=params, headers=headers
             )
-        except httpx.TimeoutException as exc:
+        except Exception as exc:  # whatever the HTTP stack raises (httpx, h11, codecs)
+            failure = _transport_failure(exc, method, path, operation)
+        if failure is not None:  # raised out here: no __context__ holding the library's text
             await self._notify(UNKNOWN, 0)
-            raise TransportError(
-                f"HubSpot did not answer in time ({type(exc).__name__}).", operation=operation
-            ) from None
-        except httpx.TransportError as exc:
-            await self._notify(UNKNOWN, 0)
-            raise TransportError(
-                f"The connection to HubSpot failed ({type(exc).__name__}: {exc}).",
-                operation=operation,
-            ) from None
+            raise failure
         info = RateLimitInfo.from_headers(response.headers)
         await self._notify(info, response.status_code)
         if response.status_code >= 400 or response.status_code < 200:

@@ -14,6 +14,9 @@
     ├── TransportError              timeout, refused or dropped connection          retryable
     └── ArchivedPropertyError       ensure found the property in HubSpot's recycle bin
 
+    InvalidTokenError (a ValueError) a token that cannot be sent in a header (whitespace, control
+                                    or non-ASCII characters); raised before any request is made
+
 Every error carries what HubSpot said (`.status`, `.category`, `.hubspot_message`,
 `.correlation_id`) and the rate-limit headers of its response (`.rate_limit`, all None when
 absent). `str(error)` says what happened and what to do. No error ever holds the access token.
@@ -31,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "HubSpotError",
+    "InvalidTokenError",
     "LockedError",
     "MissingScopesError",
     "NotFoundError",
@@ -201,3 +205,9 @@ class ArchivedPropertyError(HubSpotError):
         "Restore it in HubSpot (Settings > Properties > Archived properties > Restore), then "
         "retry; or give the audience/attribute a different property name."
     )
+
+
+class InvalidTokenError(ValueError):
+    """The access token cannot be a bearer token: HubSpot's tokens are printable ASCII without
+    spaces. The message names the problem (and where in the token), never the token itself:
+    an HTTP library would otherwise put the whole header, token included, in its error text."""
