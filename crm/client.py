@@ -38,6 +38,7 @@ from crm.errors import (
     LockedError,
     MissingScopesError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitedError,
     ServerError,
     TransportError,
@@ -59,6 +60,7 @@ __all__ = [
     "EnsureOutcome",
     "EnsureResult",
     "HubSpotClient",
+    "PropertyError",
     "ReadResult",
     "WriteResult",
     "WriteStatus",
@@ -105,6 +107,16 @@ class ContactUpdate(msgspec.Struct, frozen=True):
     properties: dict[str, str]
 
 
+class PropertyError(msgspec.Struct, frozen=True, kw_only=True):
+    """One property HubSpot named in an error: its internal name, HubSpot's code (e.g.
+    PROPERTY_DOESNT_EXIST, INVALID_OPTION, INVALID_NUMBER; None when HubSpot gave none) and
+    message."""
+
+    name: str
+    code: str | None = None
+    message: str = ""
+
+
 class WriteStatus(enum.StrEnum):
     CREATED = "created"
     WRITTEN = "written"
@@ -120,6 +132,8 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
     contact_id: str | None = None
     category: str | None = None
     message: str | None = None
+    property_errors: tuple[PropertyError, ...] = ()
+    """The properties HubSpot named as the cause of a failure, with its code for each."""
 
     @property
     def ok(self) -> bool:
@@ -175,34 +189,55 @@ class EnsureResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ---- wire shapes decoded with msgspec (lenient: every field optional) -------------------------
+# HubSpot's schemas mark `errors`, `links` and `context` of a StandardError required and property
+# values as strings, but HubSpot itself is not always strict: members may be missing or null,
+# `subCategory` is an object in one schema and a string in another, a value may be null or "".
 
 
 class _StandardError(msgspec.Struct):
-    status: str | None = None
+    status: Any = None
     category: str | None = None
-    subCategory: str | None = None
+    subCategory: Any = None
     message: str | None = None
-    context: dict[str, Any] = {}
-    errors: list[Any] = []
+    context: dict[str, Any] | None = None
+    errors: list[Any] | None = None
     policyName: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.context, dict):
+            self.context = {}
+        if not isinstance(self.errors, list):
+            self.errors = []
 
 
 class _Record(msgspec.Struct):
     id: str
-    properties: dict[str, str | None] = {}
+    properties: dict[str, str | None] | None = None
     new: bool | None = None
     objectWriteTraceId: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.properties is None:
+            self.properties = {}
+
 
 class _BatchResponse(msgspec.Struct):
-    results: list[_Record] = []
-    errors: list[_StandardError] = []
+    results: list[_Record] | None = None
+    errors: list[_StandardError] | None = None
     status: str | None = None
+
+    def __post_init__(self) -> None:
+        self.results = self.results or []
+        self.errors = self.errors or []
 
 
 class _PropertyBatch(msgspec.Struct):
-    results: list[dict[str, Any]] = []
-    errors: list[_StandardError] = []
+    results: list[dict[str, Any]] | None = None
+    errors: list[_StandardError] | None = None
+
+    def __post_init__(self) -> None:
+        self.results = self.results or []
+        self.errors = self.errors or []
 
 
 _decode_batch = msgspec.json.Decoder(_BatchResponse).decode
@@ -216,6 +251,45 @@ def _context_list(error: _StandardError, key: str) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value]
     return [str(value)] if value is not None else []
+
+
+_INVALID_VALUES = re.compile(r"Property values were not valid: (\[.*\])", re.DOTALL)
+
+
+def _property_errors(error: _StandardError) -> tuple[PropertyError, ...]:
+    """The properties an error names, with HubSpot's code for each: from `errors[].in` or
+    `errors[].context.propertyName` (the documented places), the error's own
+    `context.propertyName`, or the JSON list HubSpot puts in the message of a batch 400
+    ("Property values were not valid: [{"name": ..., "error": ...}]")."""
+    found: dict[str, PropertyError] = {}
+
+    def add(name: Any, code: Any, message: Any) -> None:
+        if isinstance(name, str) and name and name not in found:
+            found[name] = PropertyError(
+                name=name,
+                code=code if isinstance(code, str) else None,
+                message=message if isinstance(message, str) else "",
+            )
+
+    for detail in error.errors or ():
+        if not isinstance(detail, dict):
+            continue
+        context = detail.get("context") if isinstance(detail.get("context"), dict) else {}
+        names = context.get("propertyName") or []
+        for name in [detail.get("in"), *(names if isinstance(names, list) else [names])]:
+            add(name, detail.get("code") or detail.get("subCategory"), detail.get("message"))
+    for name in _context_list(error, "propertyName"):
+        add(name, error.subCategory, error.message)
+    listed = _INVALID_VALUES.search(error.message or "")
+    if listed:
+        try:
+            problems = msgspec.json.decode(listed.group(1))
+        except msgspec.DecodeError:
+            problems = []
+        for problem in problems if isinstance(problems, list) else ():
+            if isinstance(problem, dict):
+                add(problem.get("name"), problem.get("error"), problem.get("message"))
+    return tuple(found.values())
 
 
 def check_token(token: str) -> None:
@@ -409,12 +483,15 @@ class HubSpotClient:
                 "HubSpot refused the request as invalid (400).",
                 ids=_context_list(body, "ids"),
                 details=body.errors,
+                property_errors=_property_errors(body),
                 **common,
             )
         if status == 404:
             return NotFoundError("HubSpot found nothing there (404).", **common)
         if status == 409:
             return ConflictError("It already exists in HubSpot (409).", **common)
+        if status == 413:
+            return PayloadTooLargeError("HubSpot refused the request as too large (413).", **common)
         if status == 423:
             return LockedError("HubSpot answered 423 Locked.", **common)
         if status >= 500:
@@ -538,6 +615,7 @@ class HubSpotClient:
                         trace_id=trace_of[key],
                         category=error.category,
                         message=error.message,
+                        property_errors=_property_errors(error),
                     ),
                 )
         results = []
@@ -553,6 +631,7 @@ class HubSpotClient:
                     message=error.message
                     if error
                     else "HubSpot returned no result for this input; treat it as not written.",
+                    property_errors=_property_errors(error) if error else (),
                 )
             results.append(result)
         return BatchWriteResult(

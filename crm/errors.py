@@ -7,6 +7,7 @@
     ├── ValidationError             400: HubSpot refused the request's content (`.ids`)
     ├── NotFoundError               404: the named object or property does not exist
     ├── ConflictError               409: it already exists
+    ├── PayloadTooLargeError        413: the request body is too large for HubSpot
     ├── LockedError                 423: HubSpot locked the records; slow down     retryable
     ├── ServerError                 5xx: HubSpot failed                             retryable
     ├── UnexpectedResponseError     a status or body the client cannot interpret,
@@ -38,6 +39,7 @@ __all__ = [
     "LockedError",
     "MissingScopesError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RateLimitedError",
     "ServerError",
     "TransportError",
@@ -156,10 +158,13 @@ class ValidationError(HubSpotError):
         *,
         ids: Sequence[str] = (),
         details: Sequence[Any] = (),
+        property_errors: Sequence[Any] = (),
         **kwargs: Any,
     ) -> None:
         self.ids = tuple(ids)
         self.details = tuple(details)
+        self.property_errors = tuple(property_errors)
+        """`crm.client.PropertyError`s: the properties HubSpot named as the cause."""
         super().__init__(what, **kwargs)
 
 
@@ -169,6 +174,10 @@ class NotFoundError(HubSpotError):
 
 class ConflictError(HubSpotError):
     advice = "It already exists; read it instead of creating it."
+
+
+class PayloadTooLargeError(HubSpotError):
+    advice = "Send fewer inputs (or shorter values) per request; the same request will fail again."
 
 
 class LockedError(HubSpotError):
