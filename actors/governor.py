@@ -182,6 +182,7 @@ class GovernorCore:
             secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
         )
         self._activations = Activations()
+        self._fold_lock = asyncio.Lock()
         self._spec: ActivationSpec | None = None
         self._client: HubSpotClient | None = None
         self.budget = TokenBudget.for_plan(*PLANS["starter"], interval=10.0 + WINDOW_MARGIN)
@@ -207,7 +208,7 @@ class GovernorCore:
     async def refresh(self) -> None:
         """Take the token, base URL and plan from the live activations that use this token."""
         before = self._activations.last_id
-        await self._activations.refresh(self._redis, self._keys)
+        await self._fold()
         if self._activations.last_id == before and self._client is not None:
             return
         mine = [
@@ -257,6 +258,12 @@ class GovernorCore:
             self.problem = f"token {self.fingerprint}: {exc}"
             return
         self._spec = spec
+
+    async def _fold(self) -> None:
+        """Fold the control stream, one fold at a time: two concurrent folds could apply a page
+        read before a deletion after the page that holds it, and bring the activation back."""
+        async with self._fold_lock:
+            await self._activations.refresh(self._redis, self._keys)
 
     # --- permits -----------------------------------------------------------------------------
 
@@ -348,7 +355,7 @@ class GovernorCore:
         `activation delete` has appended its event, HubSpot sees no new call for it."""
         if not activation_id:
             return
-        await self._activations.refresh(self._redis, self._keys)
+        await self._fold()
         if activation_id not in self._activations.by_id:
             raise ActivationGone(f"activation {activation_id} was deleted: no more HubSpot calls")
 
@@ -495,7 +502,8 @@ class GovernorCore:
         problems = {} if problems is None else problems
         outcomes: dict[str, Outcome] = {}
         pending = list(inputs)
-        for round_ in range(WRITE_ROUNDS):
+        transient = 0  # rounds that resent inputs HubSpot failed for now
+        for _ in range(WRITE_ROUNDS):
             pending = [_without(i, problems) for i in pending]
             for item in [i for i in pending if not i.properties]:
                 outcomes[_key(item)] = Outcome(
@@ -504,8 +512,6 @@ class GovernorCore:
             pending = [i for i in pending if i.properties]
             if not pending:
                 break
-            if round_:
-                await self._sleep(backoff(round_))
             part = pending
             try:
                 result = await self._call(activation_id, lane, lambda c, part=part: send(c, part))
@@ -538,17 +544,22 @@ class GovernorCore:
                 pending = []
                 break
             pending = []
+            for_now = False
             named = _failed_property_problems(result.results, part)
             problems |= named
             for item, written in zip(part, result.results, strict=True):
                 if written.status != WriteStatus.FAILED:
                     outcomes[_key(item)] = _outcome(written)
-                elif written.category in TRANSIENT_CATEGORIES or (
-                    named and {e.name for e in written.property_errors} & set(named)
-                ):
-                    pending.append(item)  # not this input's fault: send it again
+                elif named and {e.name for e in written.property_errors} & set(named):
+                    pending.append(item)  # failed for a property now dropped: send the rest
+                elif written.category in TRANSIENT_CATEGORIES:
+                    pending.append(item)  # failed for now, not for good: send it again
+                    for_now = True
                 else:
                     outcomes[_key(item)] = _outcome(written)
+            if for_now:
+                transient += 1
+                await self._sleep(backoff(transient))
         for item in pending:  # still failing for now: the caller puts it back
             outcomes[_key(item)] = Outcome(
                 _key(item), "retry", reason="HubSpot did not write it yet (transient failure)"
