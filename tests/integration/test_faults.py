@@ -17,6 +17,7 @@ from crm.client import HubSpotClient
 from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.model import (
+    ActivationDeleted,
     ActivationResumed,
     AttributeChanged,
     AttributeDefined,
@@ -393,3 +394,35 @@ async def test_a_property_archived_in_hubspot_degrades_only_that_property(
     print(f"after the archive: {len(writes)} writes, {len(refused)} refused")
     assert 1 <= len(refused) <= 2, refused  # told once (per batch in flight), never split
     assert all("raptor_score" not in p for e, p in hubsync.hubspot().items() if e in emails)
+
+
+async def test_no_call_of_a_deleted_activation_reaches_hubspot(make_hubsync: MakeHubsync) -> None:
+    """A batch of an activation waits out a 429 in the governor when the activation is deleted:
+    the governor (kept alive by another activation on the same token) refuses the retry."""
+    hubsync = await make_hubsync()
+    admin = hubsync.emulator.admin
+    await hubsync.publish(
+        [
+            AudienceDefined(audience_id="gone", name="Gone"),
+            AudienceDefined(audience_id="stay", name="Stay"),
+        ]
+    )
+    doomed = await hubsync.create_activation("pat-shared", audiences=["gone"], name="doomed")
+    await hubsync.create_activation("pat-shared", audiences=["stay"], name="stays")
+    await hubsync.publish(
+        [AudienceEntered(audience_id=a, email=f"warm-{a}@example.com") for a in ("gone", "stay")]
+    )
+    await hubsync.until(
+        lambda: len(hubsync.hubspot()) == 2, timeout=30, what="the schema and a first write"
+    )
+    admin.faults(next_n={"count": 1, "status": 429})  # the next call waits out a 10 s window
+    await hubsync.publish(
+        [AudienceEntered(audience_id="gone", email=f"late{i}@example.com") for i in range(5)]
+    )
+    await hubsync.until(
+        lambda: any(r["status"] == "429" for r in admin.requests()), timeout=10, what="the 429"
+    )
+    await hubsync.control(ActivationDeleted(activation_id=doomed))  # `hubsync activation delete`
+    await asyncio.sleep(14)  # the window passes: a retry would go out now
+    written = [e for e in hubsync.hubspot() if e.startswith("late")]
+    assert not written, f"HubSpot got writes of a deleted activation: {written}"
