@@ -28,7 +28,15 @@ from typing import Any, Protocol
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.governor import PLANS, WINDOW_MARGIN, CallFailed, Outcome, TokenRejected
+from actors.governor import (
+    PLANS,
+    WINDOW_MARGIN,
+    CallFailed,
+    CallRefused,
+    Outcome,
+    TokenRejected,
+    WriteReport,
+)
 from actors.messages import decode_changes
 from crm.properties import PropertySpec, attribute_property, audience_property, format_value
 from events.activations import Activations, ActivationSpec
@@ -54,10 +62,10 @@ class GovernorPort(Protocol):
     async def release(self, activation_id: str) -> None: ...
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]: ...
+    ) -> WriteReport: ...
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]: ...
+    ) -> WriteReport: ...
     async def read_ids(
         self, activation_id: str, lane: str, emails: list[str]
     ) -> dict[str, str]: ...
@@ -460,25 +468,23 @@ class ActivationCore:
         contacts = [(c.email, c.properties) for c in batch.contacts]
         try:
             if self.spec is not None and self.spec.mode == "update_only":
-                outcomes = await self._update_only(governor, lane, contacts)
+                report = await self._update_only(governor, lane, contacts)
             else:
-                outcomes = await governor.upsert(self.activation_id, lane, contacts)
-        except TokenRejected as exc:
+                report = await governor.upsert(self.activation_id, lane, contacts)
+        except (TokenRejected, CallFailed) as exc:
             self.coalescer.retry(batch)
             self.last_error = str(exc)
             return
-        except CallFailed as exc:
-            self.coalescer.retry(batch)
-            self.last_error = str(exc)
-            return
+        except CallRefused as exc:  # HubSpot keeps refusing it (e.g. a 404 on the read): park it
+            report = WriteReport([Outcome(e, "failed", reason=str(exc)) for e, _ in contacts])
         except BaseException:
             self.coalescer.retry(batch)
             raise
-        self._record(batch, outcomes)
+        self._record(batch, report)
 
     async def _update_only(
         self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         unknown = [email for email, _ in contacts if email not in self._ids]
         if unknown:
             found = await governor.read_ids(self.activation_id, lane, unknown)
@@ -492,17 +498,21 @@ class ActivationCore:
             for e, _ in contacts
             if e not in self._ids
         ]
+        problems: dict[str, str] = {}
         if records:
-            for o in await governor.update(self.activation_id, lane, records):
+            report = await governor.update(self.activation_id, lane, records)
+            problems = report.property_problems
+            for o in report.outcomes:
                 email = by_id.get(o.key, o.key)
                 if o.status == "missing":
                     self._ids.pop(email, None)
                 outcomes.append(Outcome(email, o.status, o.contact_id, o.reason))
-        return outcomes
+        return WriteReport(outcomes, problems)
 
-    def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
+    def _record(self, batch: Batch, report: WriteReport) -> None:
         now = self._clock.now()
-        by_email = {o.key.lower(): o for o in outcomes}
+        self._drop_properties(report.property_problems, now)  # first: resends go without them
+        by_email = {o.key.lower(): o for o in report.outcomes}
         ok = [
             c.email
             for c in batch.contacts
@@ -512,7 +522,7 @@ class ActivationCore:
         missing = [
             c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "missing"
         ]
-        retry = [c.email for c in batch.contacts if c.email not in by_email]
+        retry = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "retry"]
         self.coalescer.acknowledge(batch, only=ok)
         self.coalescer.discard(batch, only=[c.email for c in bad] + missing)
         if retry:
@@ -537,6 +547,26 @@ class ActivationCore:
             self._on_written(len(ok), None)
         if bad:
             asyncio.get_running_loop().create_task(self._park(bad, by_email))
+
+    def _drop_properties(self, refused: dict[str, str], now: float) -> None:
+        """HubSpot refuses these properties for every contact (archived, deleted or redefined
+        in HubSpot): record the problem, stop offering them and drop their pending values. The
+        problem clears within a minute (`_reconcile`): the property is then ensured again and,
+        its backfill forgotten here, backfilled from the projections, so nothing stays behind."""
+        by_name = {name: key for key, name in self.state.names.items()}
+        for name, reason in refused.items():
+            key = by_name.get(name)
+            if key is None:
+                continue
+            self.problems[key] = (
+                f"{reason}: it was archived, deleted or changed in HubSpot; the other "
+                "properties keep syncing and hubsync checks it again within a minute"
+            )
+            self._problems_at = now
+            self.coalescer.forget_property(name)
+            self.ensured.discard(key)
+            self.state.backfills.pop(key, None)
+            log.warning("activation %s: %s", self.activation_id, self.problems[key])
 
     async def _park(self, bad: list[Any], by_email: dict[str, Outcome]) -> None:
         letters = [

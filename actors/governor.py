@@ -4,8 +4,14 @@ It owns the token's HTTP client and budget (rolling 10-second window + daily quo
 fairly between the activations using the token (deficit round robin, realtime before backfill),
 executes the HubSpot calls, learns the limits from every response's headers and handles refusals:
 a 429 blocks the window that refused it (or waits for the daily reset), 5xx/423/timeouts back off
-with jitter, a batch rejected whole (400) is split until its bad inputs stand alone, and a 401 or
-403 stops the token: its activations are paused with the reason, no retry storm.
+with jitter (>= 2 s after a 423), a 400 or 207 that names properties of the batch (archived,
+deleted or redefined in HubSpot) reports those properties to the activation and the rest of the
+batch is sent again without them, a batch rejected whole for no named property is split until
+its bad inputs stand alone, inputs failed for now (MISSING_RESULT, HubSpot's transient
+categories) are sent again, any other 4xx (404, 409, 413, ...) is tried a few times and then
+parked with HubSpot's answer (a 413 first splits the batch once), and a 401 or 403 stops the
+token: its activations are paused with the reason, no retry storm. A call for an activation that
+was deleted is refused before it reaches HubSpot.
 
 Every HTTP request waits for a permit (the client's ``before_request`` hook). An activation may
 take its permit first (``turn``) and form its batch only then, just in time.
@@ -14,6 +20,8 @@ Errors raised to callers::
 
     TokenRejected      401/403: the token is wrong, revoked or lacks scopes; its activations pause
     CallFailed         retries exhausted on a retryable failure; the caller puts its batch back
+    └── ActivationGone the activation was deleted: no call is made for it any more
+    CallRefused        HubSpot kept answering a 4xx that resending cannot fix (404, 409, 413, ...)
 """
 
 from __future__ import annotations
@@ -32,11 +40,14 @@ import httpx
 import msgspec
 import redis.asyncio as aioredis
 
-from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, WriteStatus
+from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, PropertyError, WriteStatus
 from crm.errors import (
     AuthenticationError,
     HubSpotError,
+    InvalidTokenError,
+    LockedError,
     MissingScopesError,
+    PayloadTooLargeError,
     RateLimitedError,
     ValidationError,
 )
@@ -49,7 +60,16 @@ from events.secrets import Sealer, SecretError
 from events.streams import Keys, append_control
 from scheduler import BatchSplitter, FairQueue, Lane, SystemClock, TokenBudget, backoff
 
-__all__ = ["PLANS", "CallFailed", "GovernorCore", "Outcome", "TokenRejected"]
+__all__ = [
+    "PLANS",
+    "ActivationGone",
+    "CallFailed",
+    "CallRefused",
+    "GovernorCore",
+    "Outcome",
+    "TokenRejected",
+    "WriteReport",
+]
 
 log = logging.getLogger("hubsync.governor")
 T = TypeVar("T")
@@ -69,6 +89,29 @@ REALTIME_RESERVE = 0.1  # share of the window backfills leave free while realtim
 REALTIME_MEMORY = 60.0  # seconds after the last realtime call that the reserve still applies
 PROBE_TIMEOUT = 5.0  # a probing call not answered by then (its caller died): let another go
 HTTP_TIMEOUT = 30.0  # seconds HubSpot may take to answer one call before it counts as a timeout
+REFUSED_ATTEMPTS = 3  # tries of a call HubSpot answers with an unexpected 4xx before giving up
+LOCKED_PAUSE = 2.0  # HubSpot asks for >= 2 s between batch writes after a 423 Locked
+WRITE_ROUNDS = 4  # sends of one batch: the first, then after dropping named properties or retrying
+# Per-input failures that say "not now" rather than "never": MISSING_RESULT is the client's own
+# (HubSpot left the input out of its answer); the others are HubSpot's error categories for
+# limits, locks and failures on its side.
+TRANSIENT_CATEGORIES = frozenset(
+    {
+        "MISSING_RESULT",
+        "RATE_LIMITS",
+        "RATE_LIMIT",
+        "LOCKED",
+        "INTERNAL_ERROR",
+        "SERVICE_UNAVAILABLE",
+        "GATEWAY_TIMEOUT",
+        "TIMEOUT",
+    }
+)
+# Codes HubSpot gives when a property, not a value, is wrong: the property was archived or
+# deleted, made read-only, or its options were changed in HubSpot. Every value of it fails.
+PROPERTY_CODES = frozenset(
+    {"PROPERTY_DOESNT_EXIST", "PROPERTY_NOT_FOUND", "READ_ONLY_VALUE", "INVALID_OPTION"}
+)
 
 _caller: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("caller")
 
@@ -81,13 +124,37 @@ class CallFailed(Exception):
     """A call still failed after its retries; it is safe to try again later."""
 
 
+class ActivationGone(CallFailed):
+    """The activation was deleted: the governor makes no call for it any more."""
+
+
+class CallRefused(Exception):
+    """HubSpot kept refusing a call with a 4xx that resending will not fix (404, 409, 413, or
+    one hubsync does not expect); the message says which status and what HubSpot said."""
+
+    def __init__(self, error: HubSpotError) -> None:
+        self.status = error.status
+        said = error.hubspot_message or error.what
+        super().__init__(f"HubSpot answered {error.status}: {said}")
+
+
 class Outcome(msgspec.Struct, array_like=True, frozen=True):
-    """One input's fate: status is written | created | failed | missing."""
+    """One input's fate: status is written | created | failed | missing | retry (not written
+    now, e.g. HubSpot left it out of its answer: the caller sends it again later)."""
 
     key: str
     status: str
     contact_id: str | None = None
     reason: str = ""
+
+
+class WriteReport(msgspec.Struct, frozen=True):
+    """A batch write's result: one outcome per input, and the properties HubSpot refused for
+    every input (internal name -> HubSpot's reason). Those were dropped from the inputs before
+    the rest was sent again: the caller stops syncing them and records the problem."""
+
+    outcomes: list[Outcome]
+    property_problems: dict[str, str] = {}
 
 
 class GovernorCore:
@@ -116,6 +183,7 @@ class GovernorCore:
             secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
         )
         self._activations = Activations()
+        self._fold_lock = asyncio.Lock()
         self._spec: ActivationSpec | None = None
         self._client: HubSpotClient | None = None
         self.budget = TokenBudget.for_plan(*PLANS["starter"], interval=10.0 + WINDOW_MARGIN)
@@ -141,7 +209,7 @@ class GovernorCore:
     async def refresh(self) -> None:
         """Take the token, base URL and plan from the live activations that use this token."""
         before = self._activations.last_id
-        await self._activations.refresh(self._redis, self._keys)
+        await self._fold()
         if self._activations.last_id == before and self._client is not None:
             return
         mine = [
@@ -180,16 +248,27 @@ class GovernorCore:
         per_interval, per_day = PLANS.get(spec.plan, PLANS["starter"])
         if self._spec is None or self._spec.plan != spec.plan:
             self.budget = TokenBudget.for_plan(per_interval, per_day, interval=10.0 + WINDOW_MARGIN)
-        self._client = HubSpotClient(
-            token,
-            base_url=spec.base_url,
-            api_version=spec.api_version,  # type: ignore[arg-type]
-            http=self._http,
-            before_request=self._before_request,
-            after_response=self._after_response,
-            trace_prefix=self.fingerprint[:6],
-        )
+        try:
+            self._client = HubSpotClient(
+                token,
+                base_url=spec.base_url,
+                api_version=spec.api_version,  # type: ignore[arg-type]
+                http=self._http,
+                before_request=self._before_request,
+                after_response=self._after_response,
+                trace_prefix=self.fingerprint[:6],
+            )
+        except InvalidTokenError as exc:  # says what is wrong and where, never the token
+            self._client = None
+            self.problem = f"token {self.fingerprint}: {exc}"
+            return
         self._spec = spec
+
+    async def _fold(self) -> None:
+        """Fold the control stream, one fold at a time: two concurrent folds could apply a page
+        read before a deletion after the page that holds it, and bring the activation back."""
+        async with self._fold_lock:
+            await self._activations.refresh(self._redis, self._keys)
 
     # --- permits -----------------------------------------------------------------------------
 
@@ -272,8 +351,18 @@ class GovernorCore:
             if granted > self._refused_at and (
                 now - granted < WINDOW_MARGIN / 2 or self._restamp(granted, now)
             ):
-                return
+                return await self._check_live(activation_id)
         await self.permit(activation_id, lane)
+        await self._check_live(activation_id)
+
+    async def _check_live(self, activation_id: str) -> None:
+        """Refuse a request of an activation deleted while it waited for its permit: once
+        `activation delete` has appended its event, HubSpot sees no new call for it."""
+        if not activation_id:
+            return
+        await self._fold()
+        if activation_id not in self._activations.by_id:
+            raise ActivationGone(f"activation {activation_id} was deleted: no more HubSpot calls")
 
     def _restamp(self, granted: float, now: float) -> bool:
         """A held permit used late (its activation was busy): HubSpot counts the call when it
@@ -319,13 +408,17 @@ class GovernorCore:
     async def _call(
         self, activation_id: str, lane: str, op: Callable[[HubSpotClient], Awaitable[T]]
     ) -> T:
-        """Run one HubSpot operation with the retry policy; 400s are the caller's to handle."""
+        """Run one HubSpot operation with the retry policy; 400s and 413s are the caller's."""
         token = _caller.set((activation_id, lane))
         try:
             attempt = 0
             while True:
                 await self.refresh()
                 self._check_usable()
+                if activation_id and activation_id not in self._activations.by_id:
+                    raise ActivationGone(
+                        f"activation {activation_id} was deleted: no more HubSpot calls"
+                    )
                 if self._client is None:
                     raise CallFailed("no activation uses this token any more")
                 try:
@@ -345,15 +438,20 @@ class GovernorCore:
                 except (AuthenticationError, MissingScopesError) as exc:
                     await self._reject(exc)
                     raise TokenRejected(str(exc)) from None
-                except ValidationError:
+                except (ValidationError, PayloadTooLargeError):
                     raise
                 except HubSpotError as exc:
-                    if not exc.retryable:
-                        raise
                     attempt += 1
-                    if attempt >= MAX_ATTEMPTS:
+                    if _refused(exc):
+                        # Not transient, yet not the input's fault either (a 404, a 409, an
+                        # unknown 4xx): a few tries, then the caller parks it with HubSpot's answer.
+                        if attempt >= REFUSED_ATTEMPTS:
+                            raise CallRefused(exc) from None
+                    elif not exc.retryable:
+                        raise
+                    elif attempt >= MAX_ATTEMPTS:
                         raise CallFailed(str(exc)) from None
-                    await self._sleep(backoff(attempt, getattr(exc, "retry_after", None)))
+                    await self._sleep(_pause(exc, attempt))
         finally:
             _caller.reset(token)
 
@@ -377,7 +475,7 @@ class GovernorCore:
 
     async def upsert(
         self, activation_id: str, lane: str, contacts: Sequence[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         """Create-or-update contacts by email; one outcome per contact, bad inputs isolated."""
         inputs = [ContactUpsert(email, props) for email, props in contacts]
         return await self._write(
@@ -386,7 +484,7 @@ class GovernorCore:
 
     async def update(
         self, activation_id: str, lane: str, records: Sequence[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         """Update existing contacts by record id."""
         inputs = [ContactUpdate(cid, props) for cid, props in records]
         return await self._write(
@@ -399,17 +497,97 @@ class GovernorCore:
         lane: str,
         inputs: list[Any],
         send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]],
+        *,
+        may_split: bool = True,
+        problems: dict[str, str] | None = None,
+    ) -> WriteReport:
+        """Send a batch, using what HubSpot names before splitting blindly: properties it
+        refuses for every input are dropped and the rest sent again (within WRITE_ROUNDS);
+        inputs it failed for now are sent again; a 400 naming no property is split."""
+        problems = {} if problems is None else problems
+        outcomes: dict[str, Outcome] = {}
+        pending = list(inputs)
+        transient = 0  # rounds that resent inputs HubSpot failed for now
+        for _ in range(WRITE_ROUNDS):
+            pending = [_without(i, problems) for i in pending]
+            for item in [i for i in pending if not i.properties]:
+                outcomes[_key(item)] = Outcome(
+                    _key(item), "retry", reason="only properties HubSpot refused"
+                )
+            pending = [i for i in pending if i.properties]
+            if not pending:
+                break
+            part = pending
+            try:
+                result = await self._call(activation_id, lane, lambda c, part=part: send(c, part))
+            except ValidationError as rejected:
+                named = _named_property_problems(rejected, part)
+                if named:
+                    problems |= named
+                    continue
+                outcomes |= {
+                    o.key: o for o in await self._isolate(activation_id, lane, part, send, rejected)
+                }
+                pending = []
+                break
+            except PayloadTooLargeError as exc:
+                if may_split and len(part) > 1:  # once: two halves, each sent on its own
+                    half = len(part) // 2
+                    for piece in (part[:half], part[half:]):
+                        report = await self._write(
+                            activation_id, lane, piece, send, may_split=False, problems=problems
+                        )
+                        outcomes |= {o.key: o for o in report.outcomes}
+                else:
+                    outcomes |= {
+                        _key(i): Outcome(_key(i), "failed", reason=_refusal(exc)) for i in part
+                    }
+                pending = []
+                break
+            except CallRefused as refused:
+                outcomes |= {_key(i): Outcome(_key(i), "failed", reason=str(refused)) for i in part}
+                pending = []
+                break
+            pending = []
+            for_now = False
+            named = _failed_property_problems(result.results, part)
+            problems |= named
+            for item, written in zip(part, result.results, strict=True):
+                if written.status != WriteStatus.FAILED:
+                    outcomes[_key(item)] = _outcome(written)
+                elif named and {e.name for e in written.property_errors} & set(named):
+                    pending.append(item)  # failed for a property now dropped: send the rest
+                elif written.category in TRANSIENT_CATEGORIES:
+                    pending.append(item)  # failed for now, not for good: send it again
+                    for_now = True
+                else:
+                    outcomes[_key(item)] = _outcome(written)
+            if for_now:
+                transient += 1
+                await self._sleep(backoff(transient))
+        for item in pending:  # still failing for now: the caller puts it back
+            outcomes[_key(item)] = Outcome(
+                _key(item), "retry", reason="HubSpot did not write it yet (transient failure)"
+            )
+        return WriteReport([outcomes[_key(i)] for i in inputs if _key(i) in outcomes], problems)
+
+    async def _isolate(
+        self,
+        activation_id: str,
+        lane: str,
+        inputs: list[Any],
+        send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]],
+        rejected: ValidationError,
     ) -> list[Outcome]:
+        """HubSpot refused the batch as a whole and named no property: halve it until the bad
+        inputs stand alone."""
+        if len(inputs) == 1:
+            return [Outcome(_key(inputs[0]), "failed", reason=_reason(rejected))]
+
         async def once(part: list[Any]) -> list[Outcome]:
             result = await self._call(activation_id, lane, lambda c: send(c, part))
             return [_outcome(r) for r in result.results]
 
-        try:
-            return await once(inputs)
-        except ValidationError as rejected:
-            if len(inputs) == 1:
-                return [Outcome(_key(inputs[0]), "failed", reason=_reason(rejected))]
-        # HubSpot refused the batch as a whole: halve it until the bad inputs stand alone.
         splitter: BatchSplitter[Any] = BatchSplitter(inputs)
         outcomes: list[Outcome] = []
         reasons: dict[str, str] = {}
@@ -502,6 +680,80 @@ class GovernorCore:
 
 def _key(item: Any) -> str:
     return item.email if isinstance(item, ContactUpsert) else item.id
+
+
+def _without(item: Any, names: dict[str, str]) -> Any:
+    if not names or not set(item.properties) & set(names):
+        return item
+    kept = {k: v for k, v in item.properties.items() if k not in names}
+    return msgspec.structs.replace(item, properties=kept)
+
+
+def _refused(exc: HubSpotError) -> bool:
+    """A 4xx that is neither transient (408, 423, 429) nor handled on its own (400, 401, 403,
+    413): 404, 409 and whatever else HubSpot may answer."""
+    status = exc.status or 0
+    return 400 <= status < 500 and status not in (408, 423, 429)
+
+
+def _pause(exc: HubSpotError, attempt: int) -> float:
+    wait = backoff(attempt, getattr(exc, "retry_after", None))
+    if isinstance(exc, LockedError):
+        return max(wait, LOCKED_PAUSE)
+    return wait
+
+
+def _refusal(exc: HubSpotError) -> str:
+    return f"HubSpot answered {exc.status}: {exc.hubspot_message or exc.what}"
+
+
+def _describe(error: PropertyError) -> str:
+    code = error.code or "VALIDATION_ERROR"
+    return f"HubSpot refuses property {error.name} ({code}: {error.message or 'no message'})"
+
+
+def _named_property_problems(rejected: ValidationError, inputs: list[Any]) -> dict[str, str]:
+    """The properties a 400 blames for the whole batch. A property-level code (the property was
+    archived, deleted, made read-only, or its options changed) condemns the property; a value
+    code (INVALID_NUMBER, ...) does only when HubSpot's ids cover every input that sets it,
+    i.e. every value of it fails: its type was changed in HubSpot. Otherwise the named values
+    are those of a few bad inputs, which splitting isolates."""
+    carrying: dict[str, set[str]] = {}
+    for item in inputs:
+        for name in item.properties:
+            carrying.setdefault(name, set()).add(_key(item).lower())
+    ids = {i.lower() for i in rejected.ids}
+    problems: dict[str, str] = {}
+    for error in rejected.property_errors:
+        holders = carrying.get(error.name)
+        if not holders:
+            continue  # not a property of ours (e.g. email): not a property problem
+        if error.code in PROPERTY_CODES or (len(holders) >= 2 and (not ids or holders <= ids)):
+            problems[error.name] = _describe(error)
+    return problems
+
+
+def _failed_property_problems(results: Sequence[Any], inputs: list[Any]) -> dict[str, str]:
+    """The properties a 207 blames: a property-level code on any input, or a value code on
+    every input (two or more) that sets the property."""
+    carrying: dict[str, int] = {}
+    for item in inputs:
+        for name in item.properties:
+            carrying[name] = carrying.get(name, 0) + 1
+    failing: dict[str, list[PropertyError]] = {}
+    for result in results:
+        if result.status == WriteStatus.FAILED:
+            for error in result.property_errors:
+                failing.setdefault(error.name, []).append(error)
+    problems: dict[str, str] = {}
+    for name, errors in failing.items():
+        if name not in carrying:
+            continue
+        if any(e.code in PROPERTY_CODES for e in errors) or (
+            carrying[name] >= 2 and len(errors) == carrying[name]
+        ):
+            problems[name] = _describe(errors[0])
+    return problems
 
 
 def _reason(exc: HubSpotError) -> str:

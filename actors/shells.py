@@ -18,7 +18,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, Outcome
+from actors.governor import GovernorCore, WriteReport
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
@@ -309,12 +309,12 @@ class _GovernorPort:
 
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self._h.upsert.remote(activation_id, lane, contacts)  # type: ignore[no-any-return]
 
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self._h.update.remote(activation_id, lane, records)  # type: ignore[no-any-return]
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
@@ -416,12 +416,12 @@ class RateGovernor(_Located):
 
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self.core.upsert(activation_id, lane, contacts)
 
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self.core.update(activation_id, lane, records)
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:

@@ -34,9 +34,11 @@ from crm.errors import (
     AuthenticationError,
     ConflictError,
     HubSpotError,
+    InvalidTokenError,
     LockedError,
     MissingScopesError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitedError,
     ServerError,
     TransportError,
@@ -58,11 +60,13 @@ __all__ = [
     "EnsureOutcome",
     "EnsureResult",
     "HubSpotClient",
+    "PropertyError",
     "ReadResult",
     "TokenInfo",
     "WriteResult",
     "WriteStatus",
     "api_paths",
+    "check_token",
 ]
 
 ApiVersion = Literal["v3", "2026-03"]
@@ -104,6 +108,16 @@ class ContactUpdate(msgspec.Struct, frozen=True):
     properties: dict[str, str]
 
 
+class PropertyError(msgspec.Struct, frozen=True, kw_only=True):
+    """One property HubSpot named in an error: its internal name, HubSpot's code (e.g.
+    PROPERTY_DOESNT_EXIST, INVALID_OPTION, INVALID_NUMBER; None when HubSpot gave none) and
+    message."""
+
+    name: str
+    code: str | None = None
+    message: str = ""
+
+
 class WriteStatus(enum.StrEnum):
     CREATED = "created"
     WRITTEN = "written"
@@ -119,6 +133,8 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
     contact_id: str | None = None
     category: str | None = None
     message: str | None = None
+    property_errors: tuple[PropertyError, ...] = ()
+    """The properties HubSpot named as the cause of a failure, with its code for each."""
 
     @property
     def ok(self) -> bool:
@@ -183,34 +199,55 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # ---- wire shapes decoded with msgspec (lenient: every field optional) -------------------------
+# HubSpot's schemas mark `errors`, `links` and `context` of a StandardError required and property
+# values as strings, but HubSpot itself is not always strict: members may be missing or null,
+# `subCategory` is an object in one schema and a string in another, a value may be null or "".
 
 
 class _StandardError(msgspec.Struct):
-    status: str | None = None
+    status: Any = None
     category: str | None = None
-    subCategory: str | None = None
+    subCategory: Any = None
     message: str | None = None
-    context: dict[str, Any] = {}
-    errors: list[Any] = []
+    context: dict[str, Any] | None = None
+    errors: list[Any] | None = None
     policyName: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.context, dict):
+            self.context = {}
+        if not isinstance(self.errors, list):
+            self.errors = []
 
 
 class _Record(msgspec.Struct):
     id: str
-    properties: dict[str, str | None] = {}
+    properties: dict[str, str | None] | None = None
     new: bool | None = None
     objectWriteTraceId: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.properties is None:
+            self.properties = {}
+
 
 class _BatchResponse(msgspec.Struct):
-    results: list[_Record] = []
-    errors: list[_StandardError] = []
+    results: list[_Record] | None = None
+    errors: list[_StandardError] | None = None
     status: str | None = None
+
+    def __post_init__(self) -> None:
+        self.results = self.results or []
+        self.errors = self.errors or []
 
 
 class _PropertyBatch(msgspec.Struct):
-    results: list[dict[str, Any]] = []
-    errors: list[_StandardError] = []
+    results: list[dict[str, Any]] | None = None
+    errors: list[_StandardError] | None = None
+
+    def __post_init__(self) -> None:
+        self.results = self.results or []
+        self.errors = self.errors or []
 
 
 class _TokenInfo(msgspec.Struct):
@@ -231,6 +268,81 @@ def _context_list(error: _StandardError, key: str) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value]
     return [str(value)] if value is not None else []
+
+
+_INVALID_VALUES = re.compile(r"Property values were not valid: (\[.*\])", re.DOTALL)
+
+
+def _property_errors(error: _StandardError) -> tuple[PropertyError, ...]:
+    """The properties an error names, with HubSpot's code for each: from `errors[].in` or
+    `errors[].context.propertyName` (the documented places), the error's own
+    `context.propertyName`, or the JSON list HubSpot puts in the message of a batch 400
+    ("Property values were not valid: [{"name": ..., "error": ...}]")."""
+    found: dict[str, PropertyError] = {}
+
+    def add(name: Any, code: Any, message: Any) -> None:
+        if isinstance(name, str) and name and name not in found:
+            found[name] = PropertyError(
+                name=name,
+                code=code if isinstance(code, str) else None,
+                message=message if isinstance(message, str) else "",
+            )
+
+    for detail in error.errors or ():
+        if not isinstance(detail, dict):
+            continue
+        context = detail.get("context") if isinstance(detail.get("context"), dict) else {}
+        names = context.get("propertyName") or []
+        for name in [detail.get("in"), *(names if isinstance(names, list) else [names])]:
+            add(name, detail.get("code") or detail.get("subCategory"), detail.get("message"))
+    for name in _context_list(error, "propertyName"):
+        add(name, error.subCategory, error.message)
+    listed = _INVALID_VALUES.search(error.message or "")
+    if listed:
+        try:
+            problems = msgspec.json.decode(listed.group(1))
+        except msgspec.DecodeError:
+            problems = []
+        for problem in problems if isinstance(problems, list) else ():
+            if isinstance(problem, dict):
+                add(problem.get("name"), problem.get("error"), problem.get("message"))
+    return tuple(found.values())
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that cannot travel in an `Authorization` header, naming the problem and
+    its position, never the token: h11 would refuse it mid-request with the header (token
+    included) in its error text, and that text would reach statuses and logs."""
+    if not isinstance(token, str) or not token:
+        raise InvalidTokenError("an access token is required")
+    for position, char in enumerate(token, start=1):
+        if char.isspace():
+            what = "whitespace (a space, tab or line break)"
+        elif not char.isascii():
+            what = "a non-ASCII character"
+        elif not char.isprintable():
+            what = f"a control character (code {ord(char)})"
+        else:
+            continue
+        raise InvalidTokenError(
+            f"the access token contains {what} at position {position} of {len(token)}: "
+            "copy the token again from HubSpot (a private-app token or service key is "
+            "printable ASCII without spaces) and recreate the activation"
+        )
+
+
+def _transport_failure(
+    exc: BaseException, method: str, path: str, operation: str
+) -> TransportError:
+    """A safe description of a request that got no response: the exception's class and the
+    path, never its text (h11 and httpx may quote the request's headers, the token among them)."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    what = (
+        f"HubSpot did not answer {method} {path} in time ({type(exc).__name__})."
+        if timed_out
+        else f"The connection to HubSpot failed on {method} {path} ({type(exc).__name__})."
+    )
+    return TransportError(what, operation=operation)
 
 
 def _email_for_path(email: str) -> str:
@@ -270,8 +382,7 @@ class HubSpotClient:
         after_response: AfterResponse | None = None,
         trace_prefix: str | None = None,
     ) -> None:
-        if not token:
-            raise ValueError("an access token is required")
+        check_token(token)
         self._token = token
         self.fingerprint = token_fingerprint(token)
         self.base_url = base_url.rstrip("/")
@@ -323,21 +434,16 @@ class HubSpotClient:
         if json is not None:
             content = _encode(json)
             headers["Content-Type"] = "application/json"
+        failure: TransportError | None = None
         try:
             response = await self._http.request(
                 method, self.base_url + path, content=content, params=params, headers=headers
             )
-        except httpx.TimeoutException as exc:
+        except Exception as exc:  # whatever the HTTP stack raises (httpx, h11, codecs)
+            failure = _transport_failure(exc, method, path, operation)
+        if failure is not None:  # raised out here: no __context__ holding the library's text
             await self._notify(UNKNOWN, 0)
-            raise TransportError(
-                f"HubSpot did not answer in time ({type(exc).__name__}).", operation=operation
-            ) from None
-        except httpx.TransportError as exc:
-            await self._notify(UNKNOWN, 0)
-            raise TransportError(
-                f"The connection to HubSpot failed ({type(exc).__name__}: {exc}).",
-                operation=operation,
-            ) from None
+            raise failure
         info = RateLimitInfo.from_headers(response.headers)
         await self._notify(info, response.status_code)
         if response.status_code >= 400 or response.status_code < 200:
@@ -394,12 +500,15 @@ class HubSpotClient:
                 "HubSpot refused the request as invalid (400).",
                 ids=_context_list(body, "ids"),
                 details=body.errors,
+                property_errors=_property_errors(body),
                 **common,
             )
         if status == 404:
             return NotFoundError("HubSpot found nothing there (404).", **common)
         if status == 409:
             return ConflictError("It already exists in HubSpot (409).", **common)
+        if status == 413:
+            return PayloadTooLargeError("HubSpot refused the request as too large (413).", **common)
         if status == 423:
             return LockedError("HubSpot answered 423 Locked.", **common)
         if status >= 500:
@@ -523,6 +632,7 @@ class HubSpotClient:
                         trace_id=trace_of[key],
                         category=error.category,
                         message=error.message,
+                        property_errors=_property_errors(error),
                     ),
                 )
         results = []
@@ -538,6 +648,7 @@ class HubSpotClient:
                     message=error.message
                     if error
                     else "HubSpot returned no result for this input; treat it as not written.",
+                    property_errors=_property_errors(error) if error else (),
                 )
             results.append(result)
         return BatchWriteResult(

@@ -7,12 +7,16 @@
     ├── ValidationError             400: HubSpot refused the request's content (`.ids`)
     ├── NotFoundError               404: the named object or property does not exist
     ├── ConflictError               409: it already exists
+    ├── PayloadTooLargeError        413: the request body is too large for HubSpot
     ├── LockedError                 423: HubSpot locked the records; slow down     retryable
     ├── ServerError                 5xx: HubSpot failed                             retryable
     ├── UnexpectedResponseError     a status or body the client cannot interpret,
     │                               e.g. a 2xx with neither results nor errors      retryable
     ├── TransportError              timeout, refused or dropped connection          retryable
     └── ArchivedPropertyError       ensure found the property in HubSpot's recycle bin
+
+    InvalidTokenError (a ValueError) a token that cannot be sent in a header (whitespace, control
+                                    or non-ASCII characters); raised before any request is made
 
 Every error carries what HubSpot said (`.status`, `.category`, `.hubspot_message`,
 `.correlation_id`) and the rate-limit headers of its response (`.rate_limit`, all None when
@@ -31,9 +35,11 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "HubSpotError",
+    "InvalidTokenError",
     "LockedError",
     "MissingScopesError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RateLimitedError",
     "ServerError",
     "TransportError",
@@ -152,10 +158,13 @@ class ValidationError(HubSpotError):
         *,
         ids: Sequence[str] = (),
         details: Sequence[Any] = (),
+        property_errors: Sequence[Any] = (),
         **kwargs: Any,
     ) -> None:
         self.ids = tuple(ids)
         self.details = tuple(details)
+        self.property_errors = tuple(property_errors)
+        """`crm.client.PropertyError`s: the properties HubSpot named as the cause."""
         super().__init__(what, **kwargs)
 
 
@@ -165,6 +174,10 @@ class NotFoundError(HubSpotError):
 
 class ConflictError(HubSpotError):
     advice = "It already exists; read it instead of creating it."
+
+
+class PayloadTooLargeError(HubSpotError):
+    advice = "Send fewer inputs (or shorter values) per request; the same request will fail again."
 
 
 class LockedError(HubSpotError):
@@ -201,3 +214,9 @@ class ArchivedPropertyError(HubSpotError):
         "Restore it in HubSpot (Settings > Properties > Archived properties > Restore), then "
         "retry; or give the audience/attribute a different property name."
     )
+
+
+class InvalidTokenError(ValueError):
+    """The access token cannot be a bearer token: HubSpot's tokens are printable ASCII without
+    spaces. The message names the problem (and where in the token), never the token itself:
+    an HTTP library would otherwise put the whole header, token included, in its error text."""

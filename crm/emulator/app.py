@@ -103,7 +103,12 @@ def create_app(state: HubSpotState) -> Starlette:
                 if await _wait_for_disconnect(request, state.faults.settings.hang_seconds):
                     return Response(status_code=499)
                 return _json(
-                    {"status": "error", "category": "GATEWAY_TIMEOUT", "message": "Emulated hang"},
+                    {
+                        "status": "error",
+                        "category": "GATEWAY_TIMEOUT",
+                        "message": "Emulated hang",
+                        "correlationId": answer.headers.get("X-HubSpot-Correlation-Id", ""),
+                    },
                     504,
                     answer.headers,
                 )

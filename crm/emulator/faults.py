@@ -34,6 +34,9 @@ class FaultSettings(msgspec.Struct, kw_only=True):
     """{"count": N, "status": 503 | 423 | 429 | "drop" | "hang"}"""
     reject_emails: list[str] = []
     """Batch writes refuse inputs with these (lower-cased) emails: INVALID_EMAIL."""
+    omit_emails: list[str] = []
+    """The next batch write of each of these emails leaves it out of its answer, unwritten,
+    once (a 207/200 with neither result nor error for it: the client's MISSING_RESULT)."""
 
 
 class FaultAction(msgspec.Struct, frozen=True):
@@ -61,11 +64,22 @@ class FaultInjector:
                 outcome = int(outcome)
             self._forced.extend([outcome] * count)
         self.settings = msgspec.structs.replace(
-            settings, next_n=None, reject_emails=[e.lower() for e in settings.reject_emails]
+            settings,
+            next_n=None,
+            reject_emails=[e.lower() for e in settings.reject_emails],
+            omit_emails=[e.lower() for e in settings.omit_emails],
         )
 
     def rejects(self, email: str) -> bool:
         return email.lower() in self.settings.reject_emails
+
+    def omits(self, key: str) -> bool:
+        """Whether to leave this input out of a batch answer (once per listed email)."""
+        omitted = self.settings.omit_emails
+        if key.lower() in omitted:
+            omitted.remove(key.lower())
+            return True
+        return False
 
     def clear(self, seed: int = 0) -> None:
         self.settings = FaultSettings()

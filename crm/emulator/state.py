@@ -168,6 +168,13 @@ def _error(category: str, message: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
+def _standard_error(error: dict[str, Any]) -> dict[str, Any]:
+    """An element of a batch's `errors[]` as HubSpot's `StandardError` schema requires it:
+    status, category, message, context, errors and links all present (a top-level error body
+    may leave the last three out, an element of a 207 may not)."""
+    return {"context": {}, "errors": [], "links": {}} | error
+
+
 _BUILTIN_PROPERTIES: tuple[tuple[str, str, str, str, bool], ...] = (
     # name, label, type, fieldType, readOnlyValue
     ("email", "Email", "string", "text", False),
@@ -793,7 +800,7 @@ class HubSpotState:
         }
         if errors:
             body["numErrors"] = len(errors)
-            body["errors"] = errors
+            body["errors"] = [_standard_error(e) for e in errors]
             return 207, body
         return 200, body
 
@@ -828,6 +835,8 @@ class HubSpotState:
         errors: list[dict[str, Any]] = []
         whole: list[tuple[str, dict[str, Any]]] = []
         for item, key, raw in zip(inputs, keys, raw_ids, strict=True):
+            if self.faults.omits(key):  # left out of the answer, not written: MISSING_RESULT
+                continue
             id_property = item.get("idProperty") or None
             trace = item.get("objectWriteTraceId")
             context: dict[str, Any] = {"ids": [raw]}
@@ -867,8 +876,12 @@ class HubSpotState:
         if whole and not multi_status:
             first = whole[0][1]
             ids = [raw for raw, _ in whole]
+            context: dict[str, list[str]] = {"ids": ids}
+            named = [d["in"] for d in first.get("errors", ()) if d.get("in") != "email"]
+            if named:
+                context["propertyName"] = list(dict.fromkeys(named))
             raise _Reply(
-                400, {k: v for k, v in first.items() if k != "context"} | {"context": {"ids": ids}}
+                400, {k: v for k, v in first.items() if k != "context"} | {"context": context}
             )
 
         started = now
@@ -879,6 +892,11 @@ class HubSpotState:
             self._write(target, values, now)
             record = self._record(target, [n for n in values if n != "email"] + ["email"])
             if mode == "upsert":
+                # SimplePublicUpsertObject's values are strings (not nullable, unlike
+                # SimplePublicObject's): a cleared property comes back as "".
+                record["properties"] = {
+                    k: "" if v is None else v for k, v in record["properties"].items()
+                }
                 record["new"] = created
             if item.get("objectWriteTraceId"):
                 record["objectWriteTraceId"] = str(item["objectWriteTraceId"])

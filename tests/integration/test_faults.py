@@ -13,10 +13,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from crm.client import HubSpotClient
 from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.model import (
+    ActivationDeleted,
     ActivationResumed,
+    AttributeChanged,
     AttributeDefined,
     AudienceDefined,
     AudienceEntered,
@@ -343,3 +346,83 @@ async def test_a_refused_token_pauses_only_its_own_activations_without_a_retry_s
         timeout=60,
         what="the resumed activations to sync",
     )
+
+
+async def test_a_property_archived_in_hubspot_degrades_only_that_property(
+    make_hubsync: MakeHubsync,
+) -> None:
+    """Someone archives a hubsync property in HubSpot: HubSpot then refuses every batch that
+    sets it (400, PROPERTY_DOESNT_EXIST). Within two calls the property is a problem in
+    `hubsync status` and the contacts' other properties are written; no contact is parked."""
+    hubsync = await make_hubsync()
+    admin = hubsync.emulator.admin
+    admin.configure(email_upsert_errors="whole_batch")
+    await hubsync.publish(CATALOG)
+    activation = await hubsync.create_activation(
+        "pat-archived", audiences=["aud"], attributes=["score"]
+    )
+    await hubsync.publish(
+        [
+            AudienceEntered(audience_id="aud", email="warm@example.com"),
+            AttributeChanged(attribute_id="score", email="warm@example.com", value=1),
+        ]
+    )
+    await hubsync.until(
+        lambda: hubsync.hubspot().get("warm@example.com", {}).get("raptor_score") == "1",
+        timeout=30,
+        what="a first write of both properties",
+    )
+    async with HubSpotClient("pat-archived", base_url=hubsync.emulator.url) as hubspot:
+        assert await hubspot.archive_property("raptor_score")  # done by hand in HubSpot
+    before = len(admin.requests())
+    emails = [f"arch{i}@example.com" for i in range(100)]
+    await hubsync.publish(
+        [AudienceEntered(audience_id="aud", email=e) for e in emails]
+        + [AttributeChanged(attribute_id="score", email=e, value=i) for i, e in enumerate(emails)]
+    )
+    expected = {e: {"raptor_audience": "true"} for e in emails}
+    expected["warm@example.com"] = {"raptor_audience": "true"}
+    await converge(hubsync, expected, timeout=30)
+    status = await hubsync.actor("activation", activation).status.remote()
+    print("status problems:", status["problems"])
+    assert status["state"] == "degraded" and list(status["problems"]) == ["t:score"]
+    assert "raptor_score" in status["problems"]["t:score"]
+    assert "PROPERTY_DOESNT_EXIST" in status["problems"]["t:score"]
+    assert status["parked"] == 0 and await DeadLetters(hubsync.redis, hubsync.keys).list() == []
+    writes = [r for r in admin.requests()[before:] if r["operation"] == "contacts_batch_upsert"]
+    refused = [r for r in writes if r["status"] == "400"]
+    print(f"after the archive: {len(writes)} writes, {len(refused)} refused")
+    assert 1 <= len(refused) <= 2, refused  # told once (per batch in flight), never split
+    assert all("raptor_score" not in p for e, p in hubsync.hubspot().items() if e in emails)
+
+
+async def test_no_call_of_a_deleted_activation_reaches_hubspot(make_hubsync: MakeHubsync) -> None:
+    """A batch of an activation waits out a 429 in the governor when the activation is deleted:
+    the governor (kept alive by another activation on the same token) refuses the retry."""
+    hubsync = await make_hubsync()
+    admin = hubsync.emulator.admin
+    await hubsync.publish(
+        [
+            AudienceDefined(audience_id="gone", name="Gone"),
+            AudienceDefined(audience_id="stay", name="Stay"),
+        ]
+    )
+    doomed = await hubsync.create_activation("pat-shared", audiences=["gone"], name="doomed")
+    await hubsync.create_activation("pat-shared", audiences=["stay"], name="stays")
+    await hubsync.publish(
+        [AudienceEntered(audience_id=a, email=f"warm-{a}@example.com") for a in ("gone", "stay")]
+    )
+    await hubsync.until(
+        lambda: len(hubsync.hubspot()) == 2, timeout=30, what="the schema and a first write"
+    )
+    admin.faults(next_n={"count": 1, "status": 429})  # the next call waits out a 10 s window
+    await hubsync.publish(
+        [AudienceEntered(audience_id="gone", email=f"late{i}@example.com") for i in range(5)]
+    )
+    await hubsync.until(
+        lambda: any(r["status"] == "429" for r in admin.requests()), timeout=10, what="the 429"
+    )
+    await hubsync.control(ActivationDeleted(activation_id=doomed))  # `hubsync activation delete`
+    await asyncio.sleep(14)  # the window passes: a retry would go out now
+    written = [e for e in hubsync.hubspot() if e.startswith("late")]
+    assert not written, f"HubSpot got writes of a deleted activation: {written}"

@@ -96,11 +96,12 @@ class Rig:
         return [(t, op, status) for t, _, op, status in self.state.request_log]
 
     async def upsert(self, n: int = 1, activation: str = "act1", prefix: str = "c") -> list[Any]:
-        return await self.core.upsert(
+        report = await self.core.upsert(
             activation,
             "realtime",
             [(f"{prefix}{i}@example.com", {"firstname": "Ada"}) for i in range(n)],
         )
+        return report.outcomes
 
     async def close(self) -> None:
         await self.core.aclose()
