@@ -47,7 +47,7 @@ from crm.errors import (
 )
 from crm.properties import GROUP_LABEL, GROUP_NAME, PropertySpec, is_valid_property_name
 from crm.ratelimit import UNKNOWN, RateLimitInfo, parse_retry_after
-from crm.tokens import token_fingerprint
+from crm.tokens import token_fingerprint, token_problem
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -310,23 +310,11 @@ def _property_errors(error: _StandardError) -> tuple[PropertyError, ...]:
 
 
 def check_token(token: str) -> None:
-    """Refuse a token that cannot travel in an `Authorization` header, naming the problem and
-    its position, never the token: h11 would refuse it mid-request with the header (token
-    included) in its error text, and that text would reach statuses and logs."""
-    if not isinstance(token, str) or not token:
-        raise InvalidTokenError("an access token is required")
-    for position, char in enumerate(token, start=1):
-        if char.isspace():
-            what = "whitespace (a space, tab or line break)"
-        elif not char.isascii():
-            what = "a non-ASCII character"
-        elif not char.isprintable():
-            what = f"a control character (code {ord(char)})"
-        else:
-            continue
+    """Refuse a token that cannot travel in an `Authorization` header (crm.tokens.token_problem),
+    naming the problem and its position, never the token."""
+    if problem := token_problem(token):
         raise InvalidTokenError(
-            f"the access token contains {what} at position {position} of {len(token)}: "
-            "copy the token again from HubSpot (a private-app token or service key is "
+            f"{problem}: copy the token again from HubSpot (a private-app token or service key is "
             "printable ASCII without spaces) and recreate the activation"
         )
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crm.tokens import token_fingerprint
+from crm.tokens import token_fingerprint, token_problem
 
 __all__ = [
     "SEALED_PREFIX",
@@ -68,19 +68,8 @@ def check_token(token: str) -> str:
     """
     if not isinstance(token, str):
         raise TokenError("the token must be text")
-    for i, ch in enumerate(token, start=1):
-        if ch.isspace():
-            raise TokenError(
-                f"the token contains whitespace (character {i}); paste it without spaces or line breaks"
-            )
-        if not ch.isascii():
-            raise TokenError(
-                f"the token contains a non-ASCII character (character {i}); HubSpot tokens are plain ASCII"
-            )
-        if not ch.isprintable():
-            raise TokenError(
-                f"the token contains a control character (character {i}); copy it again from HubSpot"
-            )
+    if token and (problem := token_problem(token)):
+        raise TokenError(f"{problem}; paste it again from HubSpot, without spaces or line breaks")
     if not TOKEN_MIN_LENGTH <= len(token) <= TOKEN_MAX_LENGTH:
         raise TokenError(
             f"the token is {len(token)} characters long; a HubSpot token has "

@@ -98,7 +98,10 @@ CREATE = ["activation", "create", "--name", "EU", "--token-env", "HUBSPOT_TOKEN"
 @pytest.mark.parametrize(
     ("token", "problem"),
     [
-        ("pat-na1-5e1f 0c2a", "HUBSPOT_TOKEN: the token contains whitespace (character 13)"),
+        (
+            "pat-na1-5e1f 0c2a",
+            "HUBSPOT_TOKEN: the token contains whitespace (a space, tab or line break) at position 13",
+        ),
         ("pat-na1-5e1f\x1b0c2a", "HUBSPOT_TOKEN: the token contains a control character"),
         ("pat-na1-5e1f\u00e90c2a", "HUBSPOT_TOKEN: the token contains a non-ASCII character"),
         ("pat", "HUBSPOT_TOKEN: the token is 3 characters long"),

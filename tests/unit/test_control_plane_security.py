@@ -55,7 +55,7 @@ def folded(*events: Any) -> Activations:
 @pytest.mark.parametrize(
     ("token", "problem"),
     [
-        ("pat-na1-abc def", "whitespace (character 12)"),
+        ("pat-na1-abc def", "whitespace (a space, tab or line break) at position 12"),
         ("pat-na1-abc\ndef", "whitespace"),
         ("pat-na1-abc\tdef", "whitespace"),
         ("pat-na1-abc\x00def", "control character"),
