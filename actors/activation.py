@@ -261,7 +261,10 @@ class ActivationCore:
             try:
                 await self._snapshots.save(self.snapshot_name, encoded, {"inbox": 0})
                 del encoded
-                await self._redis.xtrim(self._keys.inbox(self.activation_id), minid=covered)
+                # Exactly (not ~): once a checkpoint a few seconds, cheap, and the bound is plain.
+                await self._redis.xtrim(
+                    self._keys.inbox(self.activation_id), minid=covered, approximate=False
+                )
             except BaseException:
                 self._dirty = True
                 raise
