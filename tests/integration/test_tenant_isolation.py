@@ -212,3 +212,47 @@ async def test_the_inbox_stays_bounded_while_a_property_hubspot_refuses_fails(
     while await hubsync.redis.xlen(inbox) > 2:
         assert time.monotonic() < deadline, "the inbox was not trimmed once the traffic stopped"
         await asyncio.sleep(0.5)
+
+
+async def test_an_activation_restarting_delays_no_other_and_loses_nothing(
+    hubsync: Hubsync, other_account: EmulatorServer
+) -> None:
+    """The recovering variant: one ActivationActor's process is killed (Ray restarts it, and it
+    recovers from its snapshot and inbox) just as two waves are published."""
+    await hubsync.publish(
+        [
+            AudienceDefined(audience_id="shared", name="Shared"),
+            AttributeDefined(attribute_id="score", name="score", value_type="number"),
+        ]
+    )
+    await create_on(hubsync, hubsync.emulator, "pat-steady", ("score",))
+    restarting = await create_on(hubsync, other_account, "pat-restart", ("score",))
+    props = ("raptor_shared", "raptor_score")
+    events, warm = wave("warm", 20, ("score",))
+    await hubsync.publish(events)
+    await hubsync.until(
+        lambda: holds(hubsync.emulator, warm, props) and holds(other_account, warm, props),
+        timeout=60,
+        what="both activations in step",
+    )
+    where: dict[str, Any] = await (
+        await hubsync.wait_actor("activation", restarting)
+    ).where.remote()
+    os.kill(where["pid"], signal.SIGKILL)
+    waves: list[Expected] = []
+    for tag in ("first", "second"):
+        events, expected = wave(tag, 100, ("score",))
+        waves.append(expected)
+        await hubsync.publish(events)
+        await hubsync.until(
+            lambda expected=expected: holds(hubsync.emulator, expected, props),
+            timeout=DELIVERY,
+            every=0.1,
+            what=f"the {tag} wave for the activation that is not restarting",
+        )
+    for expected in waves:
+        await hubsync.until(
+            lambda expected=expected: holds(other_account, expected, props),
+            timeout=60,
+            what="every change of the restarted activation",
+        )
