@@ -55,7 +55,7 @@ log = logging.getLogger("hubsync.activation")
 SENDERS = 4  # batches in flight at once: hides HubSpot's latency, never two for one contact
 SNAPSHOT_EVERY = 5.0  # seconds between snapshots when something changed
 ID_CACHE_LIMIT = 1_000_000
-INBOX_PAGE = 500  # inbox entries read at once (each holds one router step's changes)
+INBOX_PAGE = 100  # inbox entries read at once (each: one router step's changes, up to 2000)
 INBOX_BLOCK_MS = 1000  # how long one inbox read waits for new entries
 PROBLEM_RETRY = 60.0  # seconds before a property with a problem is tried again
 
@@ -284,6 +284,7 @@ class ActivationCore:
             for raw_id, fields in rows:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                 await self._take(entry_id, fields.get(INBOX_FIELD))
+                await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
 
     async def _take(self, entry_id: str, payload: bytes | None) -> None:
         """Offer one inbox entry's changes and advance past it. An entry that does not decode
@@ -310,14 +311,25 @@ class ActivationCore:
         self._dirty = True
 
     def _knows_all(self, changes: list[Change]) -> bool:
-        """Whether every change's key is subscribed and defined as far as this actor knows."""
+        """Whether every change's key is subscribed and defined, and every enumeration value one
+        of its options, as far as this actor knows (else the catalog moved on without it)."""
         if self.spec is None:
             return False
         subscribed = self.spec.subscribes()
-        return all(
+        keys = {c.key for c in changes}
+        if not all(
             key in subscribed and (key in self.state.names or self._property_spec(key) is not None)
-            for key in {c.key for c in changes}
-        )
+            for key in keys
+        ):
+            return False
+        options = {
+            key: set(attribute.options or ())
+            for key in keys
+            if key[0] == "t"
+            and (attribute := self._catalog.attributes.get(key[2:])) is not None
+            and attribute.value_type == "enumeration"
+        }
+        return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
 
     def _offer(self, changes: list[Change], lane: Lane) -> None:
         subscribed = self.spec.subscribes() if self.spec else None
@@ -380,6 +392,11 @@ class ActivationCore:
                 self._unsubscribe(key)
         if self.spec is None or spec.subscribes() - self.spec.subscribes():
             self.schema_ready = False  # a new property: nothing goes out before it exists
+        if any(
+            key in self.ensured and self.ensured[key] != self._property_spec(key)
+            for key in spec.subscribes()
+        ):
+            self.schema_ready = False  # redefined (new options): values wait for HubSpot to have it
         self.spec = spec
         if not spec.paused:
             self._work.set()
