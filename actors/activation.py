@@ -2,16 +2,19 @@
 
 It keeps HubSpot in step for one activation:
 
-- ``ingest`` takes the changes a Router routed to it, appends them to the activation's own log
-  (its inbox stream) so they are durable before the Router acknowledges them, and offers them to
-  the Coalescer (latest position wins, flips cancel out);
+- the Routers append the changes routed to it to its inbox stream (durable before they
+  acknowledge them); an inbox loop reads them from there, in pages, and offers them to the
+  Coalescer (latest position wins, flips cancel out). Nothing waits on this actor: while it is
+  frozen or slow its inbox grows, and it catches up when it is back;
 - senders form batches of up to 100 contacts just in time (after the RateGovernor grants a call)
   and submit them through the governor; outcomes are recorded (written, parked with HubSpot's
   reason, or put back to retry);
 - a control loop folds the control and catalog streams: it ensures the property group and
   properties exist, backfills audiences and attributes when they are added (from the
   projections, on the backfill lane), archives properties whose audience or attribute the CDP
-  deleted, and follows pause/resume;
+  deleted, re-creates them when the CDP defines them again, re-ensures a redefined property, and
+  follows pause/resume. Each step, and each property within a step, fails alone: one property
+  HubSpot refuses is a problem in the status (retried later), never a skipped checkpoint;
 - state is the latest snapshot + the inbox after it, so a restart (Ray reruns the constructor)
   resumes exactly: nothing lost, nothing reordered (positions decide, not arrival).
 """
@@ -37,8 +40,15 @@ from actors.governor import (
     TokenRejected,
     WriteReport,
 )
-from actors.messages import decode_changes
-from crm.properties import PropertySpec, attribute_property, audience_property, format_value
+from actors.messages import Change, decode_changes
+from actors.router import INBOX_FIELD
+from crm.properties import (
+    PropertySpec,
+    ValueFormatError,
+    attribute_property,
+    audience_property,
+    format_value,
+)
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
@@ -53,6 +63,9 @@ log = logging.getLogger("hubsync.activation")
 SENDERS = 4  # batches in flight at once: hides HubSpot's latency, never two for one contact
 SNAPSHOT_EVERY = 5.0  # seconds between snapshots when something changed
 ID_CACHE_LIMIT = 1_000_000
+INBOX_PAGE = 100  # inbox entries read at once (each: one router step's changes, up to 2000)
+INBOX_BLOCK_MS = 1000  # how long one inbox read waits for new entries
+PROBLEM_RETRY = 60.0  # seconds before a property with a problem is tried again
 
 
 class GovernorPort(Protocol):
@@ -69,7 +82,9 @@ class GovernorPort(Protocol):
     async def read_ids(
         self, activation_id: str, lane: str, emails: list[str]
     ) -> dict[str, str]: ...
-    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]: ...
+    async def ensure_schema(
+        self, activation_id: str, specs: list[PropertySpec]
+    ) -> dict[str, str]: ...
     async def archive(self, activation_id: str, name: str) -> bool: ...
 
 
@@ -98,6 +113,7 @@ class State(msgspec.Struct):
     names: dict[str, str] = {}  # property key (a:<id> / t:<id>) -> HubSpot internal name
     backfills: dict[str, Backfill] = {}
     archived: list[str] = []  # keys whose HubSpot property was archived after a CDP deletion
+    retired: list[str] = []  # names archived in HubSpot: a key defined again gets a new name
     counters: Counters = msgspec.field(default_factory=Counters)
     inbox_id: str = "0-0"
     resynced_at: int = 0  # the resync_requested position last carried out
@@ -138,9 +154,10 @@ class ActivationCore:
         self.state = State()
         self.spec: ActivationSpec | None = None
         self.deleted = False
-        self.ensured: set[str] = set()  # keys whose property is known to exist as defined
+        # key -> the definition HubSpot is known to hold: a redefinition is ensured again
+        self.ensured: dict[str, PropertySpec] = {}
         self.problems: dict[str, str] = {}  # key -> why it cannot sync (e.g. archived in HubSpot)
-        self._problems_at = 0.0
+        self._problem_at: dict[str, float] = {}  # key -> when its problem was recorded
         self.schema_ready = False  # every subscribed property exists in HubSpot (or has a problem)
         self.last_error = ""
         self.lag: float | None = None
@@ -148,6 +165,8 @@ class ActivationCore:
         self._ready = asyncio.Event()
         self._work = asyncio.Event()
         self._turn_lock = asyncio.Lock()
+        self._refresh_lock = asyncio.Lock()  # two folds of one stream at once would apply twice
+        self._checkpoint_lock = asyncio.Lock()  # snapshots saved in the order they were taken
         self._dirty = False
         self._snapshot_at = 0.0
         self._snapshot_cost = 0.0
@@ -171,6 +190,7 @@ class ActivationCore:
         self._tasks += [
             loop.create_task(self._forever(f"sender {i}", self._send_one)) for i in range(SENDERS)
         ]
+        self._tasks.append(loop.create_task(self._forever("inbox", self._read_inbox)))
         self._tasks.append(
             loop.create_task(self._forever("housekeeping", self._housekeeping, pause=0.5))
         )
@@ -218,16 +238,17 @@ class ActivationCore:
                     self.state.coalescer, self._clock, self._policy, damping=self._damping
                 )
                 self.state.coalescer = b""
+        self._partitions = await ensure_partitions(self._redis, self._keys)
+        # The catalog and the subscriptions first: a replayed change needs them to find its
+        # property, and one offered before them would be dropped.
+        await self.refresh()
         replayed = 0
         inbox = self._keys.inbox(self.activation_id)
         async for entry_id, payload in read_after(
-            self._redis, inbox, self.state.inbox_id, field=b"c"
+            self._redis, inbox, self.state.inbox_id, field=INBOX_FIELD
         ):
-            self._offer(decode_changes(payload or b"\x90"), Lane.REALTIME)
-            self.state.inbox_id = entry_id
+            await self._take(entry_id, payload)
             replayed += 1
-        self._partitions = await ensure_partitions(self._redis, self._keys)
-        await self.refresh()
         log.info(
             "activation %s recovered: %d inbox entries replayed, %d contacts pending",
             self.activation_id,
@@ -236,30 +257,91 @@ class ActivationCore:
         )
 
     async def checkpoint(self) -> None:
-        """Snapshot the state, then drop the inbox entries the snapshot covers."""
-        started = time.monotonic()
-        self.state.coalescer = self.coalescer.snapshot()
-        covered = self.state.inbox_id
-        encoded = _encode_state(self.state)
-        self.state.coalescer = b""  # the bytes live in Redis now, not twice in this process
-        self._snapshot_cost = time.monotonic() - started
-        await self._snapshots.save(self.snapshot_name, encoded, {"inbox": 0})
-        del encoded
-        await self._redis.xtrim(self._keys.inbox(self.activation_id), minid=covered)
-        _return_freed_memory()
-        self._dirty = False
-        self._snapshot_at = self._clock.now()
+        """Snapshot the state, then drop the inbox entries the snapshot covers (so the inbox
+        stays bounded as long as this actor lives). One at a time: a snapshot saved after a
+        newer one would cover less than the inbox trimmed."""
+        async with self._checkpoint_lock:
+            started = time.monotonic()
+            self.state.coalescer = self.coalescer.snapshot()
+            covered = self.state.inbox_id
+            encoded = _encode_state(self.state)
+            self.state.coalescer = b""  # the bytes live in Redis now, not twice in this process
+            self._snapshot_cost = time.monotonic() - started
+            self._dirty = False  # what arrives while this saves makes it dirty again
+            try:
+                await self._snapshots.save(self.snapshot_name, encoded, {"inbox": 0})
+                del encoded
+                # Exactly (not ~): once a checkpoint a few seconds, cheap, and the bound is plain.
+                await self._redis.xtrim(
+                    self._keys.inbox(self.activation_id), minid=covered, approximate=False
+                )
+            except BaseException:
+                self._dirty = True
+                raise
+            _return_freed_memory()
+            self._snapshot_at = self._clock.now()
 
     # --- intake ---------------------------------------------------------------------------------
 
-    async def ingest(self, payload: bytes) -> None:
-        """Make routed changes durable (the activation's log), then coalesce them."""
-        await self._ready.wait()
-        raw_id = await self._redis.xadd(self._keys.inbox(self.activation_id), {b"c": payload})
-        self._offer(decode_changes(payload), Lane.REALTIME)
-        self.state.inbox_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+    async def _read_inbox(self) -> None:
+        """Offer what the Routers appended to the inbox since the last entry taken: a page at a
+        time, waiting up to INBOX_BLOCK_MS when there is nothing new."""
+        inbox = self._keys.inbox(self.activation_id)
+        reply = await self._redis.xread(
+            {inbox: self.state.inbox_id}, count=INBOX_PAGE, block=INBOX_BLOCK_MS
+        )
+        for _, rows in reply or ():
+            for raw_id, fields in rows:
+                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                await self._take(entry_id, fields.get(INBOX_FIELD))
+                await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
 
-    def _offer(self, changes: list[Any], lane: Lane) -> None:
+    async def _take(self, entry_id: str, payload: bytes | None) -> None:
+        """Offer one inbox entry's changes and advance past it. An entry that does not decode
+        is parked with the reason: it never wedges the inbox."""
+        try:
+            changes = decode_changes(payload or b"\x90")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._dead.park(
+                [
+                    DeadLetter(
+                        self._keys.inbox(self.activation_id),
+                        entry_id,
+                        f"inbox entry does not decode: {exc}",
+                        payload or b"",
+                    )
+                ]
+            )
+        else:
+            if not self._knows_all(changes):
+                # Routed by a router that saw a new subscription or definition before this actor.
+                await self.refresh()
+            self._offer(changes, Lane.REALTIME)
+        self.state.inbox_id = entry_id
+        self._dirty = True
+
+    def _knows_all(self, changes: list[Change]) -> bool:
+        """Whether every change's key is subscribed and defined, and every enumeration value one
+        of its options, as far as this actor knows (else the catalog moved on without it)."""
+        if self.spec is None:
+            return False
+        subscribed = self.spec.subscribes()
+        keys = {c.key for c in changes}
+        if not all(
+            key in subscribed and (key in self.state.names or self._property_spec(key) is not None)
+            for key in keys
+        ):
+            return False
+        options = {
+            key: set(attribute.options or ())
+            for key in keys
+            if key[0] == "t"
+            and (attribute := self._catalog.attributes.get(key[2:])) is not None
+            and attribute.value_type == "enumeration"
+        }
+        return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
+
+    def _offer(self, changes: list[Change], lane: Lane) -> None:
         subscribed = self.spec.subscribes() if self.spec else None
         for change in changes:
             if subscribed is not None and change.key not in subscribed:
@@ -287,7 +369,9 @@ class ActivationCore:
 
     def _property_spec(self, key: str) -> PropertySpec | None:
         kind, cdp_id = key.split(":", 1)
-        taken = set(self.state.names.values()) - {self.state.names.get(key)}
+        taken = (set(self.state.names.values()) | set(self.state.retired)) - {
+            self.state.names.get(key)
+        }
         if kind == "a":
             audience = self._catalog.audiences.get(cdp_id)
             if audience is None:
@@ -306,8 +390,9 @@ class ActivationCore:
     # --- control: configuration, schema, backfills, deletions -------------------------------------
 
     async def refresh(self) -> None:
-        await self._activations.refresh(self._redis, self._keys)
-        await self._catalog.refresh(self._redis, self._keys)
+        async with self._refresh_lock:
+            await self._activations.refresh(self._redis, self._keys)
+            await self._catalog.refresh(self._redis, self._keys)
         spec = self._activations.by_id.get(self.activation_id)
         if spec is None:
             self.deleted = self.spec is not None or self._activations.last_id != "0-0"
@@ -317,6 +402,11 @@ class ActivationCore:
                 self._unsubscribe(key)
         if self.spec is None or spec.subscribes() - self.spec.subscribes():
             self.schema_ready = False  # a new property: nothing goes out before it exists
+        if any(
+            key in self.ensured and self.ensured[key] != self._property_spec(key)
+            for key in spec.subscribes()
+        ):
+            self.schema_ready = False  # redefined (new options): values wait for HubSpot to have it
         self.spec = spec
         if not spec.paused:
             self._work.set()
@@ -326,55 +416,76 @@ class ActivationCore:
         if name is not None:
             self.coalescer.forget_property(name)
         self.state.backfills.pop(key, None)
-        self.ensured.discard(key)
+        self.ensured.pop(key, None)
         self._dirty = True
 
     async def _housekeeping(self) -> None:
-        await self.refresh()
+        """Each step on its own: a failing one (a property HubSpot refuses, Redis hiccuping)
+        never skips the checkpoint, which bounds the inbox, nor the status."""
+        for what, step in (
+            ("refresh", self.refresh),
+            ("reconcile", self._reconcile_current),
+            ("checkpoint", self._checkpoint_when_due),
+            ("status", self.publish_status),
+        ):
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{what}: {exc}"
+                log.exception("activation %s: %s failed", self.activation_id, what)
+
+    async def _reconcile_current(self) -> None:
         if self.spec is not None and not self.deleted:
             await self._reconcile(self.spec)
-        now = self._clock.now()
+
+    async def _checkpoint_when_due(self) -> None:
         # A snapshot blocks this loop (~4 µs per pending contact): at most ~5% of the time.
+        now = self._clock.now()
         if self._dirty and now - self._snapshot_at >= max(SNAPSHOT_EVERY, 20 * self._snapshot_cost):
             await self.checkpoint()
-        await self.publish_status()
+
+    def _set_problem(self, key: str, problem: str) -> None:
+        """Stop syncing one property until PROBLEM_RETRY has passed; the others go on."""
+        self.problems[key] = problem
+        self._problem_at[key] = self._clock.now()
+        name = self.state.names.get(key)
+        if name is not None:
+            self.coalescer.forget_property(name)
+        self.ensured.pop(key, None)
+        # Changes of it are dropped meanwhile: once it works again, a backfill sends them.
+        self.state.backfills.pop(key, None)
+        self._dirty = True
+
+    def _clear_problem(self, key: str) -> None:
+        self.problems.pop(key, None)
+        self._problem_at.pop(key, None)
+
+    def _expire_problems(self) -> None:
+        """Try again what failed a while ago: someone may have restored the property in HubSpot,
+        or HubSpot may take the definition now."""
+        now = self._clock.now()
+        for key in [k for k, at in self._problem_at.items() if now - at > PROBLEM_RETRY]:
+            self._clear_problem(key)
 
     async def _reconcile(self, spec: ActivationSpec) -> None:
         subscribed = spec.subscribes()
         deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {
             f"t:{t}" for t in self._catalog.deleted_attributes
         }
+        self._expire_problems()
+        self._revive(subscribed - deleted)
         # The CDP deleted an audience or attribute: archive its property, stop syncing it.
-        for key in sorted((subscribed & deleted) - set(self.state.archived)):
-            name = self.state.names.get(key)
-            if name is not None:
-                self.coalescer.forget_property(name)
-                await self._governor().archive(self.activation_id, name)
-            self.state.archived.append(key)
-            self.state.backfills.pop(key, None)
-            self.ensured.discard(key)
-            self._dirty = True
+        for key in sorted((subscribed & deleted) - set(self.state.archived) - set(self.problems)):
+            try:
+                await self._archive(key)
+            except (TokenRejected, CallFailed):
+                raise  # the token or HubSpot as a whole: the next round retries
+            except Exception as exc:
+                self._set_problem(key, f"archiving property {self.state.names.get(key)}: {exc}")
         live = {k for k in subscribed - deleted if self._property_spec(k) is not None}
-        if self.problems and self._clock.now() - self._problems_at > 60:
-            self.problems.clear()  # try again: someone may have restored the property in HubSpot
-        missing = sorted(live - self.ensured - set(self.problems))
-        if missing:
-            specs = {key: self._property_spec(key) for key in missing}
-            for key, prop in specs.items():
-                self.state.names.setdefault(key, prop.name)  # type: ignore[union-attr]
-            problems = await self._governor().ensure_schema(
-                self.activation_id, [s for s in specs.values() if s]
-            )
-            for key in missing:
-                name = self.state.names[key]
-                problem = next((p for p in problems if name in p), None)
-                if problem:
-                    self.problems[key] = problem
-                    self._problems_at = self._clock.now()
-                    self.coalescer.forget_property(name)
-                else:
-                    self.problems.pop(key, None)
-                    self.ensured.add(key)
+        await self._ensure(live)
         self.schema_ready = True
         self._work.set()
         resync = spec.resync_at > self.state.resynced_at
@@ -386,10 +497,75 @@ class ActivationCore:
             if added_at is not None and (
                 resync or backfill is None or backfill.added_at < added_at or not backfill.loaded
             ):
-                await self._backfill(key, max(added_at, spec.resync_at), force=resync)
+                try:
+                    await self._backfill(key, max(added_at, spec.resync_at), force=resync)
+                except Exception as exc:
+                    self._set_problem(key, f"backfill of {self.state.names.get(key)}: {exc}")
         if resync:
             self.state.resynced_at = spec.resync_at
             await self.checkpoint()
+
+    def _revive(self, live: set[str]) -> None:
+        """An audience or attribute the CDP deleted and then defined again syncs again, under a
+        new property: the archived one keeps its name in HubSpot's recycle bin."""
+        for key in [k for k in self.state.archived if k in live]:
+            self.state.archived.remove(key)
+            name = self.state.names.pop(key, None)
+            if name is not None and name not in self.state.retired:
+                self.state.retired.append(name)
+            self.state.backfills.pop(key, None)
+            self.ensured.pop(key, None)
+            self._clear_problem(key)
+            self._dirty = True
+            log.info("activation %s: %s defined again, re-creating it", self.activation_id, key)
+
+    async def _archive(self, key: str) -> None:
+        name = self.state.names.get(key)
+        if name is not None:
+            self.coalescer.forget_property(name)
+            await self._governor().archive(self.activation_id, name)
+        self.state.archived.append(key)
+        self.state.backfills.pop(key, None)
+        self.ensured.pop(key, None)
+        self._dirty = True
+
+    async def _ensure(self, live: set[str]) -> None:
+        """Make the properties of ``live`` exist in HubSpot as currently defined: new ones, and
+        ones whose definition changed (an enumeration's new options). A property HubSpot
+        refuses gets a problem of its own; the others are ensured all the same."""
+        specs: dict[str, PropertySpec] = {}
+        for key in sorted(live - set(self.problems)):
+            spec = self._property_spec(key)
+            if spec is not None and self.ensured.get(key) != spec:
+                self.state.names.setdefault(key, spec.name)
+                specs[key] = spec
+        if not specs:
+            return
+        try:
+            problems = await self._governor().ensure_schema(
+                self.activation_id, list(specs.values())
+            )
+        except (TokenRejected, CallFailed):
+            raise  # the token or HubSpot as a whole: the next round retries
+        except Exception:
+            # Something in the batch HubSpot would not take, unnamed: find it, one at a time.
+            problems = {}
+            for spec in specs.values():
+                try:
+                    problems.update(
+                        await self._governor().ensure_schema(self.activation_id, [spec])
+                    )
+                except (TokenRejected, CallFailed):
+                    raise
+                except Exception as exc:
+                    problems[spec.name] = f"ensuring property {spec.name}: {exc}"
+        for key, spec in specs.items():
+            problem = problems.get(spec.name)
+            if problem:
+                self._set_problem(key, problem)
+            else:
+                self._clear_problem(key)
+                self.ensured[key] = spec
 
     async def _backfill(self, key: str, added_at: int, *, force: bool = False) -> None:
         """Offer the current members/values from the projections on the backfill lane
@@ -411,14 +587,22 @@ class ActivationCore:
         else:
             definition = self._catalog.attributes[cdp_id]
             async for rows in self._projections.values(cdp_id, self._partitions):
+                unusable: list[DeadLetter] = []
                 for row in rows:
-                    text = format_value(
-                        definition.value_type, row.value, options=definition.options
-                    )
+                    try:
+                        text = format_value(
+                            definition.value_type, row.value, options=definition.options
+                        )
+                    except ValueFormatError as exc:
+                        # Valid when it arrived, not under the attribute's new definition: park
+                        # this value, backfill the rest.
+                        unusable.append(self._unusable_value(key, row.email, row.value, exc))
+                        continue
                     self.coalescer.offer_many(
                         row.email, ((name, text, row.position),), Lane.BACKFILL, force=force
                     )
-                backfill.total += len(rows)
+                await self._dead.park(unusable)
+                backfill.total += len(rows) - len(unusable)
                 self._work.set()
         backfill.loaded = True
         await self.checkpoint()  # a restart resumes this backfill, it does not start over
@@ -427,6 +611,16 @@ class ActivationCore:
             self.activation_id,
             key,
             backfill.total,
+        )
+
+    def _unusable_value(
+        self, key: str, email: str, value: Any, exc: ValueFormatError
+    ) -> DeadLetter:
+        return DeadLetter(
+            f"activation:{self.activation_id}",
+            "-",
+            f"attribute {key[2:]!r} for {email}: {exc} (under its current definition)",
+            msgspec.json.encode({"email": email, "attribute_id": key[2:], "value": value}),
         )
 
     def _governor(self) -> GovernorPort:
@@ -480,7 +674,7 @@ class ActivationCore:
         except BaseException:
             self.coalescer.retry(batch)
             raise
-        self._record(batch, report)
+        await self._record(batch, report)
 
     async def _update_only(
         self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]
@@ -509,7 +703,7 @@ class ActivationCore:
                 outcomes.append(Outcome(email, o.status, o.contact_id, o.reason))
         return WriteReport(outcomes, problems)
 
-    def _record(self, batch: Batch, report: WriteReport) -> None:
+    async def _record(self, batch: Batch, report: WriteReport) -> None:
         now = self._clock.now()
         self._drop_properties(report.property_problems, now)  # first: resends go without them
         by_email = {o.key.lower(): o for o in report.outcomes}
@@ -524,7 +718,7 @@ class ActivationCore:
         ]
         retry = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "retry"]
         self.coalescer.acknowledge(batch, only=ok)
-        self.coalescer.discard(batch, only=[c.email for c in bad] + missing)
+        self.coalescer.discard(batch, only=missing)
         if retry:
             self.coalescer.retry(batch, only=retry)
         counters = self.state.counters
@@ -534,7 +728,6 @@ class ActivationCore:
         counters.written += len(ok)
         counters.written_today += len(ok)
         counters.created += sum(1 for e in ok if by_email[e].status == "created")
-        counters.parked += len(bad)
         counters.not_in_hubspot += len(missing)
         counters.calls += 1
         self._dirty = True
@@ -546,26 +739,31 @@ class ActivationCore:
         elif ok and self._on_written is not None:
             self._on_written(len(ok), None)
         if bad:
-            asyncio.get_running_loop().create_task(self._park(bad, by_email))
+            # Parked durably before they leave the Coalescer: a crash in between resends them
+            # (and HubSpot refuses them again); it never loses the record of why.
+            try:
+                await self._park(bad, by_email)
+            except BaseException:
+                self.coalescer.retry(batch, only=[c.email for c in bad])
+                raise
+            self.coalescer.discard(batch, only=[c.email for c in bad])
+            counters.parked += len(bad)
 
     def _drop_properties(self, refused: dict[str, str], now: float) -> None:
         """HubSpot refuses these properties for every contact (archived, deleted or redefined
         in HubSpot): record the problem, stop offering them and drop their pending values. The
-        problem clears within a minute (`_reconcile`): the property is then ensured again and,
+        problem clears after PROBLEM_RETRY (`_reconcile`): the property is then ensured again and,
         its backfill forgotten here, backfilled from the projections, so nothing stays behind."""
         by_name = {name: key for key, name in self.state.names.items()}
         for name, reason in refused.items():
             key = by_name.get(name)
             if key is None:
                 continue
-            self.problems[key] = (
+            self._set_problem(
+                key,
                 f"{reason}: it was archived, deleted or changed in HubSpot; the other "
-                "properties keep syncing and hubsync checks it again within a minute"
+                "properties keep syncing and hubsync checks it again within a minute",
             )
-            self._problems_at = now
-            self.coalescer.forget_property(name)
-            self.ensured.discard(key)
-            self.state.backfills.pop(key, None)
             log.warning("activation %s: %s", self.activation_id, self.problems[key])
 
     async def _park(self, bad: list[Any], by_email: dict[str, Outcome]) -> None:

@@ -614,17 +614,40 @@ class GovernorCore:
         )
         return {email: record.id for email, record in result.found.items()}
 
-    async def ensure_schema(self, activation_id: str, specs: Sequence[PropertySpec]) -> list[str]:
-        """Ensure the group and properties exist and match; returns problems in words (none: [])."""
+    async def ensure_schema(
+        self, activation_id: str, specs: Sequence[PropertySpec]
+    ) -> dict[str, str]:
+        """Ensure the group and properties exist and match; returns, per property name, why it
+        cannot be used (none: {}). Keyed by exact name, so ``raptor_vip`` never takes the
+        problem of ``raptor_vip_gold``. A definition HubSpot refuses is reported for that
+        property alone, and the others are ensured all the same."""
 
-        async def op(client: HubSpotClient) -> list[str]:
+        async def op(client: HubSpotClient) -> dict[str, str]:
             await client.ensure_property_group()
-            results = await client.ensure_properties(list(specs), on_archived="report")
-            return [
-                f"property {r.name} is archived in HubSpot: restore it in HubSpot (Settings > Properties > Archived) to sync it"
-                for r in results
-                if r.outcome == "archived"
-            ]
+            problems: dict[str, str] = {}
+            todo = list(specs)
+            while todo:
+                try:
+                    results = await client.ensure_properties(todo, on_archived="report")
+                except ValidationError as exc:
+                    refused = {s.name for s in todo} & set(exc.ids)
+                    if not refused:
+                        raise  # not about a named definition: the caller isolates it
+                    for name in sorted(refused):
+                        problems[name] = (
+                            f"HubSpot refused the definition of property {name}: "
+                            f"{exc.hubspot_message or exc}"
+                        )
+                    todo = [s for s in todo if s.name not in refused]
+                    continue
+                for r in results:
+                    if r.outcome == "archived":
+                        problems[r.name] = (
+                            f"property {r.name} is archived in HubSpot: restore it in HubSpot "
+                            "(Settings > Properties > Archived) to sync it"
+                        )
+                break
+            return problems
 
         return await self._call(activation_id, Lane.REALTIME.value, op)
 

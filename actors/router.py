@@ -2,8 +2,10 @@
 
 It reads its partition through the consumer group, parks what cannot be used on the dead-letter
 stream, keeps the projections (audience members, attribute values), routes each change to the
-activations that subscribe to its audience or attribute, and acknowledges an entry only once every
-activation it was routed to has made it durable (their ``ingest`` returned).
+activations that subscribe to its audience or attribute by appending it to their inbox streams
+(``keys.inbox``), and acknowledges an entry only once those appends succeeded. No Ray call sits
+on this path: a frozen, slow or recovering ActivationActor delays nobody else, its inbox just
+grows until it reads it again.
 
 No entry can wedge it: whatever one entry raises while it is decoded or checked (its id, its size,
 its JSON, its value, its partition) parks that entry with the reason and the batch goes on. A
@@ -14,11 +16,10 @@ group has not acknowledged yet (keeping ``change_retention_s`` of history if ask
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -51,15 +52,14 @@ from events.streams import (
     trim_acknowledged,
 )
 
-__all__ = ["Deliver", "RouterCore", "RouterStats"]
+__all__ = ["INBOX_FIELD", "RouterCore", "RouterStats"]
 
 log = logging.getLogger("hubsync.router")
 
-Deliver = Callable[[str, bytes], Awaitable[None]]
-"""Hand one activation its changes; returns once they are durable there, raises otherwise."""
-
 GROUP = "routers"
 TRIM_EVERY_S = 1.0  # how often a Router trims its change stream (XINFO + XPENDING + XTRIM)
+INBOX_FIELD = b"c"
+"""The field of an inbox entry: the msgpack ``encode_changes`` payload of one step's changes."""
 
 
 @dataclass
@@ -77,7 +77,6 @@ class _Step:
     entries: list[Entry]
     dead: list[DeadLetter]
     routes: dict[str, list[Change]]
-    delivered: set[str] = field(default_factory=set)
 
 
 class RouterCore:
@@ -126,7 +125,8 @@ class RouterCore:
         self._subscribers: dict[str, list[str]] = {}
         self._routes_at = ""
         self._projection_position: int | None = None
-        self._pending: _Step | None = None  # a step read but not yet fully delivered and acked
+        self._pending: _Step | None = None  # a step read but not yet delivered and acked
+        self._written_to: set[str] = set()  # activations whose inbox this router appended to
 
     async def start(self) -> None:
         await self._consumer.ensure_group()
@@ -136,7 +136,7 @@ class RouterCore:
         if stored is not None:
             self._partitions = int(stored)  # the count producers partition by, fixed once written
 
-    async def step(self, deliver: Deliver, *, block: bool = True) -> int:
+    async def step(self, *, block: bool = True) -> int:
         """Read, check, project, route, deliver, acknowledge; returns the entries completed."""
         await self._trim_now_and_then()
         if self._pending is None:
@@ -154,12 +154,10 @@ class RouterCore:
         else:
             await self._refresh_routes()  # a retry: an activation may have been deleted meanwhile
         step = self._pending
-        await self._deliver(step, deliver)  # raises if an activation could not take its changes
-        pipe = self._redis.pipeline(transaction=False)
-        for letter in step.dead:
-            self._dead.park_in(pipe, letter)
-        pipe.xack(self._consumer.stream, GROUP, *[e.id for e in step.entries])
-        await pipe.execute()
+        await self._deliver(step)  # raises if an append failed: the whole step is retried
+        # Only after the inbox appends succeeded: a crash in between re-delivers the entries and
+        # re-appends them, which is harmless (positions decide in the Coalescer).
+        await self._consumer.ack([e.id for e in step.entries])
         self._pending = None
         self.stats.events_in += len(step.entries)
         self.stats.dead += len(step.dead)
@@ -261,22 +259,25 @@ class RouterCore:
         self._subscribers = dict(subscribers)
         self._routes_at = self._activations.last_id
 
-    async def _deliver(self, step: _Step, deliver: Deliver) -> None:
+    async def _deliver(self, step: _Step) -> None:
+        """Append each live activation's changes to its inbox, one entry per activation, in one
+        pipeline with the step's dead letters. Never a call to an actor: a frozen one cannot
+        hold this router up, and a deleted one is not brought back."""
         live = set(self._activations.by_id)
-        todo = {a: c for a, c in step.routes.items() if a not in step.delivered and a in live}
-        if not todo:
-            return
-        results = await asyncio.gather(
-            *(deliver(a, encode_changes(changes)) for a, changes in todo.items()),
-            return_exceptions=True,
-        )
-        failures = []
-        for (activation_id, changes), result in zip(todo.items(), results, strict=True):
-            if isinstance(result, BaseException):
-                failures.append(f"{activation_id}: {result!r}")
-            else:
-                step.delivered.add(activation_id)
-                self.stats.routed += len(changes)
-                self.stats.by_activation[activation_id] += len(changes)
-        if failures:
-            raise RuntimeError("could not deliver to " + "; ".join(failures))
+        todo = {a: c for a, c in step.routes.items() if a in live}
+        pipe = self._redis.pipeline(transaction=False)
+        for letter in step.dead:
+            self._dead.park_in(pipe, letter)
+        for activation_id, changes in todo.items():
+            pipe.xadd(self._keys.inbox(activation_id), {INBOX_FIELD: encode_changes(changes)})
+        # An activation deleted since this router last wrote to it: its inbox goes with it (the
+        # Supervisor deletes it too, but may have done so before this router's last append).
+        gone = self._written_to - live
+        for activation_id in gone:
+            pipe.delete(self._keys.inbox(activation_id))
+        if step.dead or todo or gone:
+            await pipe.execute()
+        self._written_to = (self._written_to - gone) | set(todo)
+        for activation_id, changes in todo.items():
+            self.stats.routed += len(changes)
+            self.stats.by_activation[activation_id] += len(changes)

@@ -247,7 +247,6 @@ class SupervisorActor(_Located):
 class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
-        self._handles = _Handles(settings)
         self.core = RouterCore(
             _redis(settings),
             settings.keys,
@@ -267,7 +266,7 @@ class RouterActor(_Located):
                 if failures or not self.core.stats.events_in:
                     await self.core.start()
                 before = self.core.stats.dead
-                n = await self.core.step(self._deliver)
+                n = await self.core.step()
                 if n:
                     _metrics().events_in.inc(n, tags=self._tag)
                     if self.core.stats.dead > before:
@@ -281,9 +280,6 @@ class RouterActor(_Located):
                     "router %d: step failed (%d in a row); retrying", self.core.partition, failures
                 )
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
-
-    async def _deliver(self, activation_id: str, payload: bytes) -> None:
-        await self._handles.get("activation", activation_id).ingest.remote(payload)
 
     async def stats(self) -> dict[str, Any]:
         s = self.core.stats
@@ -320,7 +316,7 @@ class _GovernorPort:
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
         return await self._h.read_ids.remote(activation_id, lane, emails)  # type: ignore[no-any-return]
 
-    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]:
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
         return await self._h.ensure_schema.remote(activation_id, specs)  # type: ignore[no-any-return]
 
     async def archive(self, activation_id: str, name: str) -> bool:
@@ -371,9 +367,6 @@ class ActivationActor(_Located):
                     m.backfill_total.set(b["total"], tags={**self._tag, "property": key})
             except Exception:
                 log.exception("activation %s: metrics export failed", self.core.activation_id)
-
-    async def ingest(self, payload: bytes) -> None:
-        await self.core.ingest(payload)
 
     async def status(self) -> dict[str, Any]:
         return self.core.status()
@@ -427,7 +420,7 @@ class RateGovernor(_Located):
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
         return await self.core.read_ids(activation_id, lane, emails)
 
-    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> list[str]:
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
         return await self.core.ensure_schema(activation_id, specs)
 
     async def archive(self, activation_id: str, name: str) -> bool:

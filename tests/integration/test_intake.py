@@ -46,10 +46,6 @@ def entered(i: int, audience: str = "a1") -> CdpEvent:
     return AudienceEntered(audience_id=audience, email=f"c{i}@example.com")
 
 
-async def nothing(activation_id: str, payload: bytes) -> None:
-    raise AssertionError("no activation subscribes in these tests")
-
-
 async def one_partition(r: aioredis.Redis, keys: Keys, *catalog: CdpEvent) -> Publisher:
     await r.hset(keys.config, "partitions", 1)
     publisher = Publisher(r, keys, 1)
@@ -58,7 +54,7 @@ async def one_partition(r: aioredis.Redis, keys: Keys, *catalog: CdpEvent) -> Pu
 
 
 async def drain(core: RouterCore) -> None:
-    while await core.step(nothing, block=False):
+    while await core.step(block=False):
         pass
 
 
@@ -172,10 +168,10 @@ async def test_a_failed_step_is_redone_first_and_the_projection_loses_nothing(
     core = RouterCore(r, keys, 0, count=5, trim_every_s=3600, projections=FailingOnce(r, keys))
     await core.start()
     with pytest.raises(ConnectionError):
-        await core.step(nothing, block=False)
+        await core.step(block=False)
     await publisher.publish([entered(i) for i in range(5, 10)])  # newer entries arrive meanwhile
 
-    assert await core.step(nothing, block=False) == 5
+    assert await core.step(block=False) == 5
     assert core.stats.last_position == position(first[-1])  # the failed batch, not the newer one
     await drain(core)
     assert await members(r, keys) == {f"c{i}@example.com" for i in range(10)}
@@ -239,7 +235,7 @@ async def test_routed_changes_are_trimmed_to_what_is_unacknowledged(
     core = RouterCore(r, keys, 0, trim_every_s=0)
     await core.start()
     await drain(core)
-    await core.step(nothing, block=False)  # the next step trims what the last one acknowledged
+    await core.step(block=False)  # the next step trims what the last one acknowledged
     assert await r.xlen(stream) == 0
     assert core.stats.trimmed == 50
     # entries nobody has read yet stay
@@ -257,7 +253,7 @@ async def test_with_a_retention_entries_younger_than_it_stay(r: aioredis.Redis, 
     core = RouterCore(r, keys, 0, trim_every_s=0, change_retention_s=3600)
     await core.start()
     await drain(core)
-    await core.step(nothing, block=False)
+    await core.step(block=False)
     assert await members(r, keys) == {f"c{i}@example.com" for i in range(11)}
     assert [i for i, _ in await r.xrange(stream, count=1)] != [b"1000-0"]
     assert await r.xlen(stream) == 10  # acknowledged, but younger than an hour
@@ -275,10 +271,10 @@ async def test_an_entry_pending_in_another_group_is_never_trimmed(
     core = RouterCore(r, keys, 0, trim_every_s=0)
     await core.start()
     await drain(core)
-    await core.step(nothing, block=False)
+    await core.step(block=False)
     assert await r.xlen(stream) == 10  # "audit" still needs the first of them
     await audit.ack([e.id for e in held])
-    await core.step(nothing, block=False)
+    await core.step(block=False)
     assert [i.decode() for i, _ in await r.xrange(stream)] == ids[2:]  # not delivered to audit yet
 
 
