@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 import actors.activation as activation_module
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, Outcome
+from actors.governor import GovernorCore, Outcome, WriteReport
 from actors.messages import Change, encode_changes
 from actors.router import INBOX_FIELD
 from crm.emulator import EmulatorServer
@@ -62,12 +62,12 @@ class _Governor:
 
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self.core.upsert(activation_id, lane, contacts)
 
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> list[Outcome]:
+    ) -> WriteReport:
         return await self.core.update(activation_id, lane, records)
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
@@ -105,7 +105,9 @@ class Rig:
             ActivationCreated(
                 activation_id=self.activation_id,
                 name=self.activation_id,
-                token_sealed=Sealer(SECRET_KEY).seal(TOKEN),
+                token_sealed=Sealer(SECRET_KEY).seal(
+                    TOKEN, activation_id=self.activation_id, base_url=self.emulator.url
+                ),
                 token_fingerprint=token_fingerprint(TOKEN),
                 base_url=self.emulator.url,
                 audiences=tuple(audiences),
@@ -371,7 +373,7 @@ async def test_a_rejected_contact_leaves_the_coalescer_only_once_parked(rig: Rig
     core.coalescer.offer("bad@example.com", "raptor_vip", "true", 1, Lane.REALTIME)
     batch = core.coalescer.take(time.time() + 60, force=True)
     assert batch is not None
-    refused = [Outcome("bad@example.com", "failed", reason="INVALID_EMAIL: nope")]
+    refused = WriteReport([Outcome("bad@example.com", "failed", reason="INVALID_EMAIL: nope")])
     # The dead-letter stream cannot take it (a key of the wrong type): the contact stays.
     await rig.redis.set(rig.keys.dead, "not a stream")
     with pytest.raises(Exception, match="WRONGTYPE"):

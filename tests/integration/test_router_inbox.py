@@ -30,7 +30,7 @@ async def _activation(redis: aioredis.Redis, keys: Keys, activation_id: str) -> 
         ActivationCreated(
             activation_id=activation_id,
             name=activation_id,
-            token_sealed="sealed",
+            token_sealed="v2:never-opened-here",  # routing reads no token
             token_fingerprint="fp",
             audiences=("vip",),
         ),

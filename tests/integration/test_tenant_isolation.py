@@ -88,7 +88,9 @@ async def create_on(
         ActivationCreated(
             activation_id=activation_id,
             name=activation_id,
-            token_sealed=hubsync.sealer.seal(token),
+            token_sealed=hubsync.sealer.seal(
+                token, activation_id=activation_id, base_url=emulator.url
+            ),
             token_fingerprint=token_fingerprint(token),
             base_url=emulator.url,
             audiences=("shared",),
