@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import click
 from rich.console import Console
@@ -104,33 +105,73 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
 
 
 @main.command()
-def up() -> None:
-    """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, run until Ctrl-C/SIGTERM."""
+@click.option(
+    "--api-host",
+    default=None,
+    help="Where the HTTP API and console listen (wins over HUBSYNC_API_ADDRESS; default 127.0.0.1).",
+)
+@click.option(
+    "--api-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="The API's port (wins over HUBSYNC_API_ADDRESS; default 8077, 0 picks a free one).",
+)
+def up(api_host: str | None, api_port: int | None) -> None:
+    """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, serve the HTTP API and
+    console, run until Ctrl-C/SIGTERM."""
     import signal
     import threading
 
     from hubsync.service import Service
 
     config = load_config()
+    api = _api_server(config, api_host, api_port)  # a taken port fails before Ray starts
     service = Service(config)
     stop = threading.Event()
     try:
         info = service.start()
+        api.start()
         # After Ray started: its driver installs a SIGTERM handler of its own that exits at once.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         where = service.dashboard_url or "the cluster's dashboard"
         click.echo(
             f"hubsync is up: {info['partitions']} partitions, {info['activations']} activations; "
-            f"Ray dashboard: {where}; stop with Ctrl-C",
+            f"Ray dashboard: {where}; API and console: {api.url}; stop with Ctrl-C",
             err=False,
         )
         sys.stdout.flush()
         stop.wait()
         click.echo("stopping: checkpointing activations ...")
     finally:
-        service.stop()
+        try:
+            api.stop()
+        finally:
+            service.stop()
     click.echo("stopped")
+
+
+def _api_server(config: Config, host: str | None, port: int | None) -> Any:
+    """The API server `up` runs (not started yet): flags win over HUBSYNC_API_ADDRESS."""
+    from hubsync.api import ApiServer
+
+    try:
+        return ApiServer.from_config(config, environ=os.environ, host=host, port=port)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command("api-key")
+def api_key() -> None:
+    """Print the key for the HTTP API and the console (HUBSYNC_API_KEY, or HUBSYNC_HOME/api.key,
+    created on first use)."""
+    from hubsync.api import load_or_create_api_key
+
+    config = load_config()
+    try:
+        click.echo(load_or_create_api_key(config.home, os.environ))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
