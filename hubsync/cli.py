@@ -181,7 +181,7 @@ def api_key() -> None:
 @click.option(
     "--keep-running",
     is_flag=True,
-    help="Leave everything up (with the Ray dashboard) until Ctrl-C.",
+    help="Leave everything up (the console at its URL, the Ray dashboard) until Ctrl-C.",
 )
 def demo(contacts: int, keep_running: bool) -> None:
     """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end, then stop."""
