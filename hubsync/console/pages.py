@@ -488,9 +488,12 @@ async def status_fragment(ctx: Context, request: Request) -> Response:
     return HTMLResponse(status_panel(await activation_view(ctx, spec)), headers=_HEADERS)
 
 
-def dead_letters_table(letters: list[s.DeadLetter]) -> str:
+def dead_letters_table(
+    letters: list[s.DeadLetter],
+    empty: str = "None: every entry naming these audiences and attributes was usable.",
+) -> str:
     if not letters:
-        return '<p class="muted">None: every entry naming these audiences and attributes was usable.</p>'
+        return f'<p class="muted">{h(empty)}</p>'
     rows = "".join(
         f"""<tr><td>{time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.at))} UTC</td><td>{h(d.reason)}</td>
 <td>{h(d.email or DASH)}</td><td>{h(d.audience_id or d.attribute_id or DASH)}</td>
@@ -561,7 +564,7 @@ def contact_view(c: s.ContactLookup) -> str:
 <table class="grid"><thead><tr><th scope="col">HubSpot property</th><th scope="col">CDP says</th><th scope="col">HubSpot holds</th><th scope="col">Same?</th></tr></thead>
 <tbody>{rows}</tbody></table>{differences}</section>"""
         )
-    letters = dead_letters_table(c.dead_letters)
+    letters = dead_letters_table(c.dead_letters, "None: no unusable entry names this email.")
     return f"""<h1>Contact <span class="mono">{h(c.email)}</span></h1>
 <div class="columns">
 <section class="card"><h2>CDP</h2><ul>{cdp or '<li class="muted">The CDP says nothing about this contact.</li>'}</ul>

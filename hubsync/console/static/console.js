@@ -375,6 +375,8 @@
       const coords = values.map((p) => x(p.at).toFixed(1) + "," + y(p[key]).toFixed(1));
       coords.push(x(now).toFixed(1) + "," + y(values[values.length - 1][key]).toFixed(1)); // holds until it changes
       chart.append(svg("polyline", { points: coords.join(" "), class: "series" }));
+      const lastPoint = values[values.length - 1];
+      chart.append(svg("circle", { cx: x(lastPoint.at), cy: y(lastPoint[key]), r: 3.5, class: "dot" }));
     }
     return values;
   }
