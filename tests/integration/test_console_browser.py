@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
+from crm.tokens import token_fingerprint
 from events.model import AttributeChanged, AttributeDefined, AudienceDefined, AudienceEntered
 from hubsync.api import ApiServer
 from hubsync.config import Config
@@ -157,6 +159,20 @@ async def test_sign_in_create_through_the_form_watch_the_backfill_pause_and_resu
         await _shot(page, "3-activation")
         held = await asyncio.to_thread(hubsync.emulator.admin.contact_properties)
         assert all(held.get(e, {}).get("raptor_vip_customers") == "true" for e in emails)
+
+        # The Ray dashboard's Repr column, as of now: what each actor is doing, never the token.
+        activation_id = page.url.rstrip("/").rsplit("/", 1)[1]
+        actor = ray.get_actor(f"activation:{activation_id}", namespace=hubsync.namespace)
+        text = await actor.describe.remote()
+        assert text.startswith(
+            f"ActivationActor({activation_id} 'Browser test': running, 0 pending"
+        )
+        assert "backfill 80/80 (100%)" in text and token not in text
+        governor = ray.get_actor(
+            f"governor:{token_fingerprint(token)}", namespace=hubsync.namespace
+        )
+        text = await governor.describe.remote()
+        assert "calls in the 10 s window" in text and "left today" in text and token not in text
 
         # Pause, with a confirmation that says what happens in HubSpot; then resume.
         await panel.get_by_role("button", name="Pause").click()
