@@ -166,6 +166,7 @@ class ApiServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
+            self._socket.close()  # never started (`hubsync up` failed first): free the port
             return
         if self._server is not None:
             self._server.should_exit = True

@@ -237,7 +237,7 @@ def activations_table(views: list[s.Activation]) -> str:
 
 def _signed_in(ctx: Context, request: Request) -> bool:
     cookie = request.cookies.get(SESSION_COOKIE)
-    return bool(cookie) and ctx.auth.session_valid(cookie)
+    return cookie is not None and ctx.auth.session_valid(cookie)
 
 
 def _to_sign_in(request: Request) -> Response:
