@@ -179,11 +179,14 @@ async def test_sign_in_create_through_the_form_watch_the_backfill_pause_and_resu
         dialog = page.locator("#confirm")
         await expect(dialog).to_contain_text("Nothing in HubSpot changes")
         await _shot(page, "4-confirm-pause")
-        await dialog.get_by_role("button", name="Confirm").click()
+        await dialog.get_by_role("button", name="Pause").click()
         await expect(page.locator("#status-panel .badge")).to_contain_text("Paused")
         await expect(page.locator("#status-panel")).to_contain_text("paused by an operator")
-        await page.locator("#status-panel").get_by_role("button", name="Resume").click()
-        await page.locator("#confirm").get_by_role("button", name="Confirm").click()
+        # by keyboard alone: focus Resume, Enter; the dialog focuses its action, Enter again
+        await page.locator("#status-panel").get_by_role("button", name="Resume").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#confirm")).to_contain_text("writes to HubSpot again")
+        await page.keyboard.press("Enter")
         await expect(page.locator("#status-panel .badge")).to_contain_text("Running")
 
         # The contact search box, on every page: CDP and HubSpot side by side, in words.

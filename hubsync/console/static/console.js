@@ -56,11 +56,14 @@
     return node;
   }
 
-  function confirmWith(title, text) {
+  // A confirmation that names the action on its button; red only for what removes something.
+  function confirmWith(title, text, action, destructive) {
     const dialog = $("#confirm");
     if (!dialog || !dialog.showModal) return Promise.resolve(window.confirm(title + "\n\n" + text));
     $("#confirm-title").textContent = title;
     $("#confirm-text").textContent = text;
+    $("#confirm-ok").textContent = action || "Confirm";
+    $("#confirm-ok").className = destructive ? "danger" : "";
     dialog.returnValue = "";
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
@@ -184,7 +187,8 @@
     document.addEventListener("click", async (event) => {
       const button = event.target.closest("button[data-path]");
       if (!button) return;
-      if (!(await confirmWith(button.dataset.title || "Are you sure?", button.dataset.confirm || ""))) return;
+      const confirmed = await confirmWith(button.dataset.title || "Are you sure?", button.dataset.confirm || "", button.textContent.trim(), button.dataset.method === "DELETE");
+      if (!confirmed) return;
       button.disabled = true;
       const body = button.dataset.body ? JSON.parse(button.dataset.body) : button.dataset.method === "POST" ? {} : undefined;
       const result = await api(button.dataset.method, button.dataset.path, body);
