@@ -101,6 +101,12 @@ async def test_sign_in_create_through_the_form_watch_the_backfill_pause_and_resu
     )
     await asyncio.to_thread(server.start)
     token = f"pat-na1-{uuid.uuid4()}"
+    narrow = f"pat-na1-{uuid.uuid4()}"
+    await asyncio.to_thread(
+        hubsync.emulator.admin.register_token,
+        narrow,
+        ["crm.objects.contacts.read", "crm.objects.contacts.write"],
+    )
     context = await browser.new_context(viewport={"width": 1360, "height": 900})
     page = await context.new_page()
     seen: list[str] = []
@@ -125,11 +131,17 @@ async def test_sign_in_create_through_the_form_watch_the_backfill_pause_and_resu
         ).to_be_visible()
         await expect(page.locator(".scopes")).to_contain_text("crm.schemas.contacts.write")
         await page.get_by_label("Name").fill("Browser test")
-        await page.get_by_label("HubSpot token").fill(token)
         await page.get_by_text("Advanced").click()
         await page.get_by_label("HubSpot API address").fill(hubsync.emulator.url)
+        # A token without the schema scopes: the check names them.
+        await page.get_by_label("HubSpot token").fill(narrow)
         await page.get_by_role("button", name="Test connection").click()
-        await expect(page.locator("#connection-result")).to_contain_text("Connected")
+        result = page.locator("#connection-result")
+        await expect(result).to_contain_text("lacks 2 of the four scopes")
+        await expect(result).to_contain_text("crm.schemas.contacts.write")
+        await page.get_by_label("HubSpot token").fill(token)
+        await page.get_by_role("button", name="Test connection").click()
+        await expect(result).to_contain_text("Connected")
         await page.get_by_label("Search the catalog").fill("vip")
         await expect(page.get_by_text("Churn risk")).to_be_hidden()
         await expect(page.get_by_text("40 members")).to_be_visible()
@@ -201,7 +213,7 @@ async def test_sign_in_create_through_the_form_watch_the_backfill_pause_and_resu
         await expect(page.locator("#activations")).to_contain_text("Browser test")
         await expect(page.locator("#activations")).to_contain_text("Running")
         await _shot(page, "6-list")
-        assert token not in await page.content()
+        assert token not in await page.content() and narrow not in await page.content()
     finally:
         await context.close()
         await asyncio.to_thread(server.stop)
