@@ -393,8 +393,18 @@ class GovernorCore:
         try:
             from actors.metrics import metrics
 
-            metrics().calls.inc(tags={"activation": activation_id or "-", "status": str(status)})
+            metrics().calls.inc(tags=call_tags(activation_id, self.fingerprint, status=str(status)))
         except Exception:  # metrics are best effort: outside Ray they are not available
+            pass
+
+    def _metric_429(self, activation_id: str, policy: str | None) -> None:
+        try:
+            from actors.metrics import metrics
+
+            metrics().rate_limited.inc(
+                tags=call_tags(activation_id, self.fingerprint, policy=policy or "unknown")
+            )
+        except Exception:  # best effort, as above
             pass
 
     def _check_usable(self) -> None:
@@ -425,6 +435,7 @@ class GovernorCore:
                     return await op(self._client)
                 except RateLimitedError as exc:
                     self.rate_limited += 1
+                    self._metric_429(activation_id, exc.policy)
                     self._refused_at = self._clock.now()
                     self.budget.refused(self._refused_at, exc.policy, exc.retry_after)
                     log.warning(
@@ -699,6 +710,11 @@ class GovernorCore:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         await self._http.aclose()
+
+
+def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, str]:
+    """A HubSpot call's metric tags: the activation and the token's fingerprint (never the token)."""
+    return {"activation": activation_id or "-", "token": fingerprint, **more}
 
 
 def _key(item: Any) -> str:

@@ -10,7 +10,25 @@ from functools import cache
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-__all__ = ["metrics"]
+__all__ = ["HISTOGRAMS", "METRICS", "metric_names", "metrics"]
+
+METRICS = (
+    "hubsync_events_in",
+    "hubsync_dead_letters",
+    "hubsync_changes_received",
+    "hubsync_changes_coalesced",
+    "hubsync_pending_contacts",
+    "hubsync_contacts_written",
+    "hubsync_hubspot_calls",
+    "hubsync_hubspot_429",
+    "hubsync_calls_left_window",
+    "hubsync_calls_left_day",
+    "hubsync_sync_lag_seconds",
+    "hubsync_backfill_done",
+    "hubsync_backfill_total",
+)
+"""Every metric `_Metrics` defines (a unit test keeps the two in step)."""
+HISTOGRAMS = frozenset({"hubsync_sync_lag_seconds"})
 
 
 class _Metrics:
@@ -41,13 +59,13 @@ class _Metrics:
         )
         self.calls = Counter(
             "hubsync_hubspot_calls",
-            "HubSpot API calls by HTTP status (0: no response)",
-            tag_keys=("activation", "status"),
+            "HubSpot API calls by HTTP status (0: no response) and token fingerprint",
+            tag_keys=("activation", "status", "token"),
         )
         self.rate_limited = Counter(
             "hubsync_hubspot_429",
-            "HubSpot calls refused with 429",
-            tag_keys=("activation", "policy"),
+            "HubSpot calls refused with 429, by policy (window or daily) and token fingerprint",
+            tag_keys=("activation", "policy", "token"),
         )
         self.window_left = Gauge(
             "hubsync_calls_left_window",
@@ -75,6 +93,18 @@ class _Metrics:
             "Backfill contacts to write",
             tag_keys=("activation", "property"),
         )
+
+
+def metric_names() -> frozenset[str]:
+    """Every metric name hubsync defines, as Prometheus shows them (``ray_`` prefix; histograms
+    also as ``_bucket``, ``_sum`` and ``_count``). The Grafana dashboard may use only these."""
+    names: set[str] = set()
+    for spec in METRICS:
+        base = f"ray_{spec}"
+        names.add(base)
+        if spec in HISTOGRAMS:
+            names.update(f"{base}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return frozenset(names)
 
 
 @cache

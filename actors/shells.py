@@ -33,6 +33,8 @@ __all__ = [
     "RouterActor",
     "Settings",
     "SupervisorActor",
+    "describe_activation",
+    "describe_governor",
 ]
 
 log = logging.getLogger("hubsync")
@@ -72,6 +74,36 @@ class Settings(msgspec.Struct, frozen=True):
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     __str__ = __repr__
+
+
+def describe_activation(activation_id: str, name: str | None, status: dict[str, Any]) -> str:
+    """One line for the Ray dashboard's Actors tab (its Repr column) and the actor's log prefix:
+    which activation, its state, what is pending and how far its backfill is. Never the token."""
+    label = f"{activation_id} {name!r}" if name else activation_id
+    parts = [str(status.get("state", "starting")), f"{int(status.get('pending') or 0):,} pending"]
+    backfills = status.get("backfills") or {}
+    if backfills:
+        done = sum(int(b.get("done") or 0) for b in backfills.values())
+        total = sum(int(b.get("total") or 0) for b in backfills.values())
+        share = f" ({100 * done // total}%)" if total else ""
+        parts.append(f"backfill {done:,}/{total:,}{share}")
+    return f"ActivationActor({label}: {', '.join(parts)})"
+
+
+def describe_governor(status: dict[str, Any]) -> str:
+    """One line for the Actors tab: the token's fingerprint (never the token), calls used in the
+    10-second window against its limit, and the daily budget left; why calls wait, if they do."""
+    limit = int(status.get("window_limit") or 0)
+    used = max(0, limit - int(status.get("window_left") or 0))
+    parts = [f"{used}/{limit} calls in the 10 s window"]
+    if status.get("daily_left") is not None:
+        parts.append(
+            f"{int(status['daily_left']):,} of {int(status.get('daily_limit') or 0):,} left today"
+        )
+    why = status.get("rejected") or status.get("problem") or status.get("waiting_for")
+    if why:
+        parts.append(str(why))
+    return f"RateGovernor(token {status.get('fingerprint', '?')}: {'; '.join(parts)})"
 
 
 def _redis(settings: Settings) -> aioredis.Redis:
@@ -189,6 +221,15 @@ class SupervisorActor(_Located):
             self.core.run(stop=lambda: self._stopping)
         )
 
+    def __repr__(self) -> str:
+        core = getattr(self, "core", None)
+        if core is None:
+            return "SupervisorActor(starting)"
+        return (
+            f"SupervisorActor({core.partitions or '?'} partitions, "
+            f"{len(core.activations.by_id)} activations)"
+        )
+
     async def ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """Returns once the routers exist (the first reconcile passed)."""
         for _ in range(int(timeout * 10)):
@@ -281,6 +322,16 @@ class RouterActor(_Located):
                 )
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
+    def __repr__(self) -> str:
+        core = getattr(self, "core", None)
+        if core is None:
+            return "RouterActor(starting)"
+        st = core.stats
+        return (
+            f"RouterActor(partition {core.partition}: {st.events_in:,} events in, "
+            f"{st.routed:,} routed, {st.dead:,} dead letters)"
+        )
+
     async def stats(self) -> dict[str, Any]:
         s = self.core.stats
         return {
@@ -368,6 +419,20 @@ class ActivationActor(_Located):
             except Exception:
                 log.exception("activation %s: metrics export failed", self.core.activation_id)
 
+    def __repr__(self) -> str:
+        core = getattr(self, "core", None)
+        if core is None:
+            return "ActivationActor(starting)"
+        try:
+            name = core.spec.name if core.spec else None
+            return describe_activation(core.activation_id, name, core.status())
+        except Exception:  # a repr must never raise (Ray calls it for logs and the dashboard)
+            return f"ActivationActor({core.activation_id})"
+
+    async def describe(self) -> str:
+        """What the Actors tab's Repr column says, now (Ray records it when the actor starts)."""
+        return repr(self)
+
     async def status(self) -> dict[str, Any]:
         return self.core.status()
 
@@ -400,6 +465,19 @@ class RateGovernor(_Located):
             except Exception:
                 log.exception("governor %s: housekeeping failed", self.core.fingerprint)
             await asyncio.sleep(1.0)
+
+    def __repr__(self) -> str:
+        core = getattr(self, "core", None)
+        if core is None:
+            return "RateGovernor(starting)"
+        try:
+            return describe_governor(core.status())
+        except Exception:  # a repr must never raise
+            return f"RateGovernor(token {core.fingerprint})"
+
+    async def describe(self) -> str:
+        """What the Actors tab's Repr column says, now."""
+        return repr(self)
 
     async def turn(self, activation_id: str, lane: str) -> None:
         await self.core.turn(activation_id, lane)

@@ -115,8 +115,20 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
 
 
 @main.command()
-def up() -> None:
-    """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, run until Ctrl-C/SIGTERM."""
+@click.option(
+    "--api-host",
+    default=None,
+    help="Where the HTTP API and console listen (wins over HUBSYNC_API_ADDRESS; default 127.0.0.1).",
+)
+@click.option(
+    "--api-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="The API's port (wins over HUBSYNC_API_ADDRESS; default 8077, 0 picks a free one).",
+)
+def up(api_host: str | None, api_port: int | None) -> None:
+    """Run hubsync: join RAY_ADDRESS or start a local Ray, connect Redis, serve the HTTP API and
+    console, run until Ctrl-C/SIGTERM."""
     import signal
     import threading
     import time
@@ -124,6 +136,7 @@ def up() -> None:
     from hubsync.service import IncompatibleRay, Service
 
     config = load_config()
+    api = _api_server(config, api_host, api_port)  # a taken port fails before Ray starts
     service = Service(config)
     stop = threading.Event()
     try:
@@ -131,13 +144,14 @@ def up() -> None:
             info = service.start()
         except IncompatibleRay as exc:
             raise click.ClickException(str(exc)) from None
+        api.start()
         # After Ray started: its driver installs a SIGTERM handler of its own that exits at once.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         where = service.dashboard_url or "the cluster's dashboard"
         click.echo(
             f"hubsync is up: {info['partitions']} partitions, {info['activations']} activations; "
-            f"Ray dashboard: {where}; stop with Ctrl-C",
+            f"Ray dashboard: {where}; API and console: {api.url}; stop with Ctrl-C",
             err=False,
         )
         sys.stdout.flush()
@@ -145,8 +159,34 @@ def up() -> None:
         click.echo("stopping: checkpointing activations ...")
     finally:
         stopping = time.monotonic()
-        service.stop()
+        try:
+            api.stop()
+        finally:
+            service.stop()
     click.echo(f"stopped in {time.monotonic() - stopping:.1f}s")
+
+
+def _api_server(config: Config, host: str | None, port: int | None) -> Any:
+    """The API server `up` runs (not started yet): flags win over HUBSYNC_API_ADDRESS."""
+    from hubsync.api import ApiServer
+
+    try:
+        return ApiServer.from_config(config, environ=os.environ, host=host, port=port)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command("api-key")
+def api_key() -> None:
+    """Print the key for the HTTP API and the console (HUBSYNC_API_KEY, or HUBSYNC_HOME/api.key,
+    created on first use)."""
+    from hubsync.api import load_or_create_api_key
+
+    config = load_config()
+    try:
+        click.echo(load_or_create_api_key(config.home, os.environ))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
@@ -156,7 +196,7 @@ def up() -> None:
 @click.option(
     "--keep-running",
     is_flag=True,
-    help="Leave everything up (with the Ray dashboard) until Ctrl-C.",
+    help="Leave everything up (the console at its URL, the Ray dashboard) until Ctrl-C.",
 )
 def demo(contacts: int, keep_running: bool) -> None:
     """Run everything embedded (Ray, Redis, the HubSpot emulator) end to end, then stop."""

@@ -10,6 +10,7 @@ what the CDP said, computed independently from the published events.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import secrets
 import time
@@ -36,6 +37,8 @@ from events.model import (
 from events.secrets import Sealer
 from events.streams import Publisher
 from hubsync.activation_cmd import secret_key
+from hubsync.api import ApiServer
+from hubsync.config import ConfigError
 from hubsync.stack import LocalStack
 
 __all__ = ["run_demo"]
@@ -156,11 +159,14 @@ def run_demo(
         story = Story(contacts)
         ok = asyncio.run(_play(stack, story, console))
         if keep_running:
+            api = _console(stack, console)
             console.print("\n[bold]--keep-running[/]: everything stays up; press Ctrl-C to stop.")
             try:
                 (wait or _forever)()
             except KeyboardInterrupt:
                 pass
+            finally:
+                api.stop()
         return 0 if ok else 1
     finally:
         with console.status("stopping ..."):
@@ -168,6 +174,28 @@ def run_demo(
         console.print(
             f"[green]✓[/] stopped; nothing left running ({time.monotonic() - started:.0f}s in all)"
         )
+
+
+def _console(stack: LocalStack, console: Console) -> ApiServer:
+    """Serve the API and console over the demo's data; say where, and how to get the key."""
+    assert stack.config is not None
+    try:
+        api = ApiServer.from_config(stack.config, environ=os.environ)
+    except ConfigError as exc:  # 8077 taken (a `hubsync up` running?): any free port will do
+        console.print(f"[yellow]![/] {exc}; using a free port instead")
+        api = ApiServer.from_config(stack.config, environ=os.environ, port=0)
+    api.start()
+    key_hint = (
+        "the key is in HUBSYNC_API_KEY"
+        if os.environ.get("HUBSYNC_API_KEY")
+        else f"get the key with: HUBSYNC_HOME={stack.home} hubsync api-key"
+    )
+    console.print(
+        f"[green]✓[/] console: {api.url}/ (sign in with the API key; {key_hint})",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return api
 
 
 def _forever() -> None:

@@ -5,6 +5,7 @@ A handler never echoes an exception it did not raise on purpose: it could quote 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,11 +24,13 @@ from hubsync.api.protocol import (
     ApiProblem,
     Context,
     Operation,
+    all_activations,
     error_response,
     json_response,
 )
 from hubsync.api.routes import ROUTES
 from hubsync.config import Config
+from hubsync.console.pages import console_routes
 
 __all__ = ["PREFIX", "ROUTES", "ApiProblem", "Operation", "create_app"]
 
@@ -127,13 +130,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sampler = asyncio.get_running_loop().create_task(
+            ctx.history.run(lambda: all_activations(ctx), clock)
+        )
         yield
+        sampler.cancel()
         await ctx.jobs.cancel_all()
         if close_redis:
             await redis.aclose()
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *console_routes(ctx)],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )

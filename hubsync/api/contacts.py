@@ -33,7 +33,7 @@ from hubsync.api.protocol import (
 )
 from hubsync.status import read_status
 
-__all__ = ["contact"]
+__all__ = ["contact", "lookup_contact"]
 
 _VALUE = msgspec.msgpack.Decoder(tuple[int, Value])
 
@@ -43,7 +43,11 @@ async def contact(ctx: Context, request: Request) -> Response:
         email = normalise_email(request.path_params["email"])
     except InvalidEvent as exc:
         raise ApiProblem(400, "invalid_email", exc.reason, field="email") from None
-    read_hubspot = query_flag(request, "hubspot")
+    return json_response(await lookup_contact(ctx, email, query_flag(request, "hubspot")))
+
+
+async def lookup_contact(ctx: Context, email: str, read_hubspot: bool) -> s.ContactLookup:
+    """The lookup for a normalised ``email``; the API answers it as JSON, the console as a page."""
     partitions = await ensure_partitions(ctx.redis, ctx.keys, ctx.config.partitions)
     p = partition_of(email, partitions)
     cat = CatalogState()
@@ -105,16 +109,14 @@ async def contact(ctx: Context, request: Request) -> Response:
         match=lambda letter, raw: letter.email == email or email_bytes in raw.lower(),
         max_scan=5000,
     )
-    return json_response(
-        s.ContactLookup(
-            email=email,
-            partition=p,
-            audiences=audiences,
-            attributes=attributes,
-            activations=per_activation,
-            dead_letters=letters,
-            dead_letters_scanned=scanned,
-        )
+    return s.ContactLookup(
+        email=email,
+        partition=p,
+        audiences=audiences,
+        attributes=attributes,
+        activations=per_activation,
+        dead_letters=letters,
+        dead_letters_scanned=scanned,
     )
 
 

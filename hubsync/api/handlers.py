@@ -235,6 +235,19 @@ async def get_activation(ctx: Context, request: Request) -> Response:
     return json_response(await activation_view(ctx, spec))
 
 
+async def activation_history(ctx: Context, request: Request) -> Response:
+    from hubsync.console.history import SAMPLE_EVERY_S
+
+    _, spec = await find_activation(ctx, request)
+    return json_response(
+        s.ActivationHistory(
+            id=spec.activation_id,
+            every_s=SAMPLE_EVERY_S,
+            points=ctx.history.points(spec.activation_id),
+        )
+    )
+
+
 async def _command(
     ctx: Context,
     request: Request,

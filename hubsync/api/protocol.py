@@ -22,6 +22,7 @@ from hubsync.api import schemas as s
 from hubsync.api.auth import Authenticator
 from hubsync.api.jobs import Jobs
 from hubsync.config import Config, ConfigError
+from hubsync.console.history import History
 from hubsync.status import read_status
 
 __all__ = [
@@ -71,6 +72,8 @@ class Context:
     poll_interval: float = 1.0
     routes: Sequence[Any] = ()
     """The route table served (the OpenAPI document describes it)."""
+    history: History = field(default_factory=History)
+    """Recent calls per window and lag per activation, for the console's charts."""
 
     @property
     def keys(self) -> Keys:

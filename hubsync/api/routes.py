@@ -8,6 +8,7 @@ from hubsync.api import schemas as s
 from hubsync.api.contacts import contact
 from hubsync.api.events import events
 from hubsync.api.handlers import (
+    activation_history,
     add_attribute,
     add_audience,
     catalog,
@@ -123,6 +124,14 @@ ROUTES: tuple[Operation, ...] = (
         get_activation,
         "One activation: its definition and live status",
         responses={200: s.Activation, **_ERRORS},
+        params=(_ACTIVATION_ID,),
+    ),
+    Operation(
+        "GET",
+        "/activations/{id}/history",
+        activation_history,
+        "The last minutes of calls per 10-second window and lag (the console's charts)",
+        responses={200: s.ActivationHistory, **_ERRORS},
         params=(_ACTIVATION_ID,),
     ),
     Operation(

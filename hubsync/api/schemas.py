@@ -13,12 +13,14 @@ import msgspec
 
 from crm.client import DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from events.model import Id, Name, Plan, ValueType
+from hubsync.console.history import HistoryPoint
 from hubsync.token_check import Limits, TokenCheck
 
 __all__ = [
     "ActionResult",
     "Activation",
     "ActivationDraft",
+    "ActivationHistory",
     "ActivationList",
     "ActivationPlan",
     "AddSubscription",
@@ -34,6 +36,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterPage",
     "Health",
+    "HistoryPoint",
     "Job",
     "Limits",
     "PauseRequest",
@@ -162,6 +165,15 @@ class Activation(msgspec.Struct, kw_only=True):
     budget: dict[str, Any] | None = None
     """The token's RateGovernor status (calls left in the window and today), if running."""
     notes: list[str] = []
+
+
+class ActivationHistory(msgspec.Struct, kw_only=True):
+    """The last minutes of an activation's calls per 10-second window and lag, oldest first,
+    sampled by this server every few seconds since it started (in memory only)."""
+
+    id: str
+    every_s: float
+    points: list[HistoryPoint]
 
 
 class ActivationList(msgspec.Struct, kw_only=True):

@@ -98,7 +98,8 @@ class ApiServer:
         self.port = self._socket.getsockname()[1]
         self._config = config
         self._api_key = api_key
-        self._redis_url = redis_url or config.resolve_redis_url()
+        self._redis_url = redis_url  # None: the configured one, resolved at start (the embedded
+        # Redis of `hubsync up` only runs once the service started)
         self._poll_interval = poll_interval
         self._log_level = log_level
         self._server: uvicorn.Server | None = None
@@ -129,6 +130,7 @@ class ApiServer:
 
     def _serve(self) -> None:
         async def main() -> None:
+            assert self._redis_url is not None
             redis = connect(self._redis_url)  # created in, and used only by, this thread's loop
             app = create_app(
                 self._config,
@@ -153,6 +155,8 @@ class ApiServer:
     def start(self, timeout: float = 15.0) -> ApiServer:
         if self._thread is not None:
             return self
+        if self._redis_url is None:
+            self._redis_url = self._config.resolve_redis_url()
         self._thread = threading.Thread(
             target=self._serve, name=f"hubsync-api:{self.port}", daemon=True
         )
@@ -166,6 +170,7 @@ class ApiServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
+            self._socket.close()  # never started (`hubsync up` failed first): free the port
             return
         if self._server is not None:
             self._server.should_exit = True

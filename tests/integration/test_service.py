@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +36,7 @@ class Up:
             "HUBSYNC_NAMESPACE": f"up{uuid.uuid4().hex[:8]}",
             "HUBSYNC_SECRET_KEY": Fernet.generate_key().decode(),
             "HUBSYNC_PARTITIONS": "2",
+            "HUBSYNC_API_ADDRESS": "127.0.0.1:0",  # a free port: tests run side by side
             "RAY_AUTH_MODE": "disabled",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         }
@@ -41,9 +44,9 @@ class Up:
         self.process: subprocess.Popen[str] | None = None
         self.ready_line = ""
 
-    def start(self, timeout: float = 120) -> str:
+    def start(self, timeout: float = 120, extra: tuple[str, ...] = ()) -> str:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hubsync.cli", "up"],
+            [sys.executable, "-m", "hubsync.cli", "up", *extra],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -373,3 +376,31 @@ def test_a_killed_up_takes_its_embedded_redis_with_it(tmp_path: Path) -> None:
     while redis_servers_in(home / "redis"):
         assert time.monotonic() < deadline, "the embedded Redis outlived a killed hubsync up"
         time.sleep(0.1)
+
+
+def test_up_serves_the_api_and_console_says_where_and_stops_it(up: Up) -> None:
+    """The ready line keeps its prefix and adds the API's URL; `--api-port` wins over
+    HUBSYNC_API_ADDRESS; `hubsync api-key` prints the key the server takes; SIGTERM stops it."""
+    import httpx
+
+    with socket.socket() as probe:  # a free port for the flag (the env asks for another)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    up.env["HUBSYNC_API_ADDRESS"] = "127.0.0.1:1"  # the flag must win over this
+    line = up.start(extra=("--api-port", str(port)))
+    assert line.startswith("hubsync is up: ")
+    found = re.search(r"API and console: (http://127\.0\.0\.1:(\d+))", line)
+    assert found and int(found.group(2)) == port, line
+    url = found.group(1)
+    key = up.cli("api-key")
+    assert key.returncode == 0, key.stderr
+    api_key = key.stdout.strip()
+    assert len(api_key) >= 16 and api_key in (Path(up.env["HUBSYNC_HOME"]) / "api.key").read_text()
+    assert httpx.get(f"{url}/api/v1/health").json()["ok"] is True
+    listed = httpx.get(f"{url}/api/v1/activations", headers={"Authorization": f"Bearer {api_key}"})
+    assert listed.status_code == 200 and listed.json()["activations"] == []
+    assert httpx.get(f"{url}/api/v1/activations").status_code == 401
+    assert "<form" in httpx.get(f"{url}/signin").text
+    up.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/api/v1/health", timeout=2)
