@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore
 from actors.governor import GovernorCore, WriteReport
+from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
 from crm.properties import PropertySpec
@@ -33,8 +34,12 @@ __all__ = [
     "RouterActor",
     "Settings",
     "SupervisorActor",
+    "activation_actor",
     "describe_activation",
     "describe_governor",
+    "governor_actor",
+    "router_actor",
+    "supervisor_actor",
 ]
 
 log = logging.getLogger("hubsync")
@@ -124,23 +129,19 @@ class _Handles:
         self._cache: dict[str, Any] = {}
 
     def get(self, kind: str, ident: str | int) -> Any:
-        from actors import remote
-
-        name = remote.actor_name(kind, ident)
+        name = actor_name(kind, ident)
         handle = self._cache.get(name)
         if handle is None:
             make = {
-                "router": remote.router_actor,
-                "activation": remote.activation_actor,
-                "governor": remote.governor_actor,
+                "router": router_actor,
+                "activation": activation_actor,
+                "governor": governor_actor,
             }[kind]
-            handle = self._cache[name] = make(self._settings, ident)
+            handle = self._cache[name] = make(self._settings, ident)  # type: ignore[operator]
         return handle
 
     def forget(self, kind: str, ident: str | int) -> None:
-        from actors import remote
-
-        self._cache.pop(remote.actor_name(kind, ident), None)
+        self._cache.pop(actor_name(kind, ident), None)
 
 
 class _RayPlacement:
@@ -167,12 +168,10 @@ class _RayPlacement:
 
     async def kill(self, kind: str, ident: str) -> None:
         """Kill the actor without waiting for it to go (shutdown: everything goes at once)."""
-        from actors import remote
-
         self._handles.forget(kind, ident)
         try:
             handle = await asyncio.to_thread(
-                ray.get_actor, remote.actor_name(kind, ident), namespace=self._settings.namespace
+                ray.get_actor, actor_name(kind, ident), namespace=self._settings.namespace
             )
         except ValueError:
             return
@@ -181,10 +180,8 @@ class _RayPlacement:
     async def stop(self, kind: str, ident: str) -> None:
         """Kill the actor and wait (bounded) until Ray no longer lists it, so once this returns it
         writes nothing more; Ray's calls are synchronous, so they run off the event loop."""
-        from actors import remote
-
         self._handles.forget(kind, ident)
-        name = remote.actor_name(kind, ident)
+        name = actor_name(kind, ident)
         try:
             handle = await asyncio.to_thread(
                 ray.get_actor, name, namespace=self._settings.namespace
@@ -506,3 +503,28 @@ class RateGovernor(_Located):
 
     async def status(self) -> dict[str, Any]:
         return self.core.status()
+
+
+# --- making the actors: named, detached, restarting, placed (options from actors.naming) --------
+
+
+def supervisor_actor(settings: Settings) -> Any:
+    # Small, and found first by every command: it may sit on the head node.
+    opts = options("supervisor", settings.namespace, scheduling_strategy="DEFAULT")
+    return remote_class(SupervisorActor).options(**opts).remote(settings)
+
+
+def router_actor(settings: Settings, partition: int) -> Any:
+    opts = placed(actor_name("router", partition), settings.namespace, settings.actor_resource)
+    return remote_class(RouterActor).options(**opts).remote(settings, partition)
+
+
+def activation_actor(settings: Settings, activation_id: str) -> Any:
+    name = actor_name("activation", activation_id)
+    opts = placed(name, settings.namespace, settings.actor_resource)
+    return remote_class(ActivationActor).options(**opts).remote(settings, activation_id)
+
+
+def governor_actor(settings: Settings, fingerprint: str) -> Any:
+    opts = placed(actor_name("governor", fingerprint), settings.namespace, settings.actor_resource)
+    return remote_class(RateGovernor).options(**opts).remote(settings, fingerprint)

@@ -32,8 +32,7 @@ from events.model import ActivationCreated, ActivationPaused, CdpEvent
 from events.redis_server import RedisServer
 from events.secrets import Sealer, load_or_create_key
 from events.streams import Publisher, ensure_partitions
-from hubsync.activation_cmd import secret_key
-from hubsync.config import Config
+from hubsync.config import Config, secret_key
 from hubsync.service import Service
 from hubsync.stack import EmulatorProcess, LocalStack
 

@@ -6,19 +6,16 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
 from events.activations import Activations, ActivationSpec, CommandRejected, new_activation
 from events.catalog import Catalog
-from events.connection import connect, redact_url
 from events.model import (
     ActivationDeleted,
     ActivationPaused,
@@ -31,19 +28,11 @@ from events.model import (
     ResyncRequested,
     TokenResealed,
 )
-from events.redis_server import RedisUnavailable
-from events.secrets import Sealer, SecretError, TokenError, is_legacy, load_or_create_key
-from hubsync.config import Config
+from events.secrets import Sealer, SecretError, TokenError, is_legacy
+from hubsync.config import Config, ConfigError, secret_key, with_redis
+from hubsync.views import describe
 
-__all__ = [
-    "RedisUnreachable",
-    "activation",
-    "ensure_reachable",
-    "open_redis",
-    "redacted",
-    "secret_key",
-    "with_redis",
-]
+__all__ = ["activation"]
 
 T = TypeVar("T")
 # How long `activation delete` waits for the Supervisor to stop the actor and compact.
@@ -54,92 +43,15 @@ WAIT = click.option(
 )
 
 
-def secret_key(config: Config) -> str:
-    """The key that seals tokens: HUBSYNC_SECRET_KEY, or (embedded Redis only) one kept in HUBSYNC_HOME.
-
-    With a shared Redis every machine must use the same key, so a key of this machine's own
-    would seal tokens the service cannot open: refuse instead of guessing.
-    """
-    if config.secret_key:
-        return config.secret_key
-    if config.redis_url:
-        raise click.UsageError(
-            "HUBSYNC_REDIS_URL is set but HUBSYNC_SECRET_KEY is not: with a shared Redis, set the same "
-            'HUBSYNC_SECRET_KEY everywhere hubsync runs (create one with: python -c "from cryptography.fernet '
-            'import Fernet; print(Fernet.generate_key().decode())")'
-        )
-    return load_or_create_key(config.home)
-
-
 def _sealer(config: Config) -> Sealer:
     try:
         return Sealer(secret_key(config))
-    except SecretError as exc:
+    except (SecretError, ConfigError) as exc:
         raise click.UsageError(str(exc)) from None
 
 
-class RedisUnreachable(RedisUnavailable):
-    """The configured Redis does not answer; the message names it (never its password)."""
-
-
-redacted = redact_url  # what may be shown of a Redis URL: no password, no user name
-
-
-def _unreachable(url: str, exc: BaseException) -> RedisUnreachable:
-    reason = str(exc).replace(url, redacted(url)) or type(exc).__name__
-    return RedisUnreachable(
-        f"cannot reach Redis at {redacted(url)} ({reason.splitlines()[0]}): check that it is "
-        "running and that HUBSYNC_REDIS_URL (host, port, password, rediss:// for TLS) is right"
-    )
-
-
-def ensure_reachable(url: str, timeout: float = 5.0) -> None:
-    """One PING without retries, so a Redis that is down is reported at once, not after the
-    client's ~10 s of retries (a cluster node answers PING too)."""
-    import redis as sync_redis
-
-    client = sync_redis.Redis.from_url(
-        url.replace("+cluster", "", 1), socket_connect_timeout=timeout, socket_timeout=timeout
-    )
-    try:
-        client.ping()
-    except (sync_redis.ConnectionError, sync_redis.TimeoutError) as exc:
-        raise _unreachable(url, exc) from None
-    finally:
-        client.close()
-
-
-def open_redis(config: Config) -> aioredis.Redis:
-    """A client for the configured Redis, checked to answer (RedisUnavailable if not)."""
-    url = config.resolve_redis_url()
-    ensure_reachable(url)
-    return connect(url)
-
-
-def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    """Run ``work`` with a Redis client; the CLI's one place where Redis being down or refusing a
-    command becomes one line (RedisUnavailable, shown by the click group) instead of a traceback."""
-    url = config.redis_url or ""
-
-    async def run() -> T:
-        client = open_redis(config)
-        try:
-            return await work(client)
-        finally:
-            await client.aclose()
-
-    try:
-        return asyncio.run(run())
-    except CommandRejected as exc:
-        raise click.ClickException(str(exc)) from None
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise _unreachable(url or config.resolve_redis_url(), exc) from None
-
-
 def _config() -> Config:
-    from hubsync.cli import load_config
-
-    return load_config()
+    return Config.from_environ()  # a ConfigError becomes one usage line in the click group
 
 
 @click.group()
@@ -340,7 +252,7 @@ def follow(config: Config, activation_id: str, *, timeout: float | None = None) 
         TimeRemainingColumn,
     )
 
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     console = Console(stderr=True)
 
@@ -572,7 +484,7 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
 
     from hubsync.operations import expected_values
     from hubsync.operations import verify as run_verify
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     config = _config()
     key = secret_key(config)
@@ -638,26 +550,6 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         sys.exit(1)
 
 
-def describe(spec: ActivationSpec) -> dict[str, Any]:
-    """What a person or script may see of an activation: never the token, sealed or not."""
-    return {
-        "activation_id": spec.activation_id,
-        "name": spec.name,
-        "token_fingerprint": spec.token_fingerprint,
-        "base_url": spec.base_url,
-        "api_version": spec.api_version,
-        "plan": spec.plan,
-        "mode": spec.mode,
-        "audiences": sorted(spec.audiences),
-        "attributes": sorted(spec.attributes),
-        "paused": spec.paused,
-        "pause_reason": spec.pause_reason,
-        "token_sealing": "legacy: run `hubsync activation reseal`"
-        if is_legacy(spec.token_sealed)
-        else "bound to this activation",
-    }
-
-
 @activation.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
@@ -692,7 +584,7 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(ref: str, as_json: bool) -> None:
     """One activation, with its live status."""
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     config = _config()
 

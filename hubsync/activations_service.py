@@ -12,7 +12,6 @@ Errors::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,41 +21,18 @@ from events.activations import Activations, ActivationSpec, CommandRejected
 from events.activations import new_activation as events_new_activation
 from events.catalog import Catalog
 from events.model import ActivationCreated, ControlEvent, ResyncRequested
-from events.secrets import Sealer, load_or_create_key
+from events.secrets import Sealer
 from events.streams import Keys
-from hubsync.config import Config, ConfigError
 
 __all__ = [
-    "STALE_AFTER_S",
     "change_activation",
     "create_activation",
-    "describe",
-    "live_status",
     "new_activation",
-    "read_governor_status",
-    "resolve_secret_key",
     "unknown_subscriptions",
     "verify_activation",
 ]
 
-STALE_AFTER_S = 30.0
 """An activation publishes its status every second; older than this, its actor is not running."""
-
-
-def resolve_secret_key(config: Config) -> str:
-    """The key that seals tokens: HUBSYNC_SECRET_KEY, or (embedded Redis only) one kept in HUBSYNC_HOME.
-
-    With a shared Redis every machine must use the same key, so a key of this machine's own
-    would seal tokens the service cannot open: refuse instead of guessing.
-    """
-    if config.secret_key:
-        return config.secret_key
-    if config.redis_url:
-        raise ConfigError(
-            "HUBSYNC_REDIS_URL is set but HUBSYNC_SECRET_KEY is not: with a shared Redis, set the same "
-            "HUBSYNC_SECRET_KEY everywhere hubsync runs"
-        )
-    return load_or_create_key(config.home)
 
 
 def new_activation(
@@ -123,54 +99,6 @@ async def change_activation(
     return state.by_id.get(spec.activation_id, spec), appended
 
 
-def describe(spec: ActivationSpec) -> dict[str, Any]:
-    """What a person or script may see of an activation: never the token, sealed or not."""
-    return {
-        "activation_id": spec.activation_id,
-        "name": spec.name,
-        "token_fingerprint": spec.token_fingerprint,
-        "base_url": spec.base_url,
-        "api_version": spec.api_version,
-        "plan": spec.plan,
-        "mode": spec.mode,
-        "audiences": sorted(spec.audiences),
-        "attributes": sorted(spec.attributes),
-        "paused": spec.paused,
-        "pause_reason": spec.pause_reason,
-    }
-
-
-def live_status(
-    spec: ActivationSpec, raw: dict[str, Any] | None, now: float | None = None
-) -> dict[str, Any]:
-    """The actor's published status with ``state`` computed for a reader: "paused" from the
-    control stream (authoritative), "stale" when the status is older than STALE_AFTER_S (its
-    actor is not running), "starting" before the first status, else what the actor says.
-    ``reported_state`` keeps the actor's own word, ``stale`` says whether it is old."""
-    now = time.time() if now is None else now
-    out = dict(raw or {})
-    reported = out.get("state")
-    stale = raw is not None and now - float(raw.get("updated_at") or 0) > STALE_AFTER_S
-    if spec.paused:
-        state = "paused"
-    elif stale:
-        state = "stale"
-    else:
-        state = reported or "starting"
-    out.update(state=state, stale=stale, reported_state=reported)
-    return out
-
-
-async def read_governor_status(
-    redis: aioredis.Redis, keys: Keys, fingerprint: str
-) -> dict[str, Any] | None:
-    """The token's budget as its RateGovernor last published it (None: not running yet)."""
-    import json
-
-    raw = await redis.get(keys.governor_status(fingerprint))
-    return json.loads(raw) if raw else None
-
-
 async def verify_activation(
     redis: aioredis.Redis,
     keys: Keys,
@@ -184,7 +112,7 @@ async def verify_activation(
     """Read the activation's values back from HubSpot at ``rate`` calls per 10 s and report the
     drift from the CDP; with ``fix``, request a resync when anything differs."""
     from hubsync.operations import expected_values, verify
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     status = await read_status(redis, keys, spec.activation_id)
     if not status or not status.get("properties"):

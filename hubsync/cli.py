@@ -24,15 +24,18 @@ def load_config() -> Config:
 
 class _Group(click.Group):
     """The command group; the one place where "no Redis to talk to" (down, unreachable, or
-    hubsync not running) becomes one line on stderr and exit status 1, whatever the command,
-    never a traceback."""
+    hubsync not running) or a refused command becomes one line on stderr and exit status 1, and a
+    bad setting a usage error, whatever the command, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from events.activations import CommandRejected
         from events.redis_server import RedisUnavailable
 
         try:
             return super().invoke(ctx)
-        except RedisUnavailable as exc:
+        except ConfigError as exc:  # a setting the user can fix: a usage error, exit 2
+            raise click.UsageError(str(exc)) from None
+        except (RedisUnavailable, CommandRejected) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -55,7 +58,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
     line number and skipped; the good ones are still published.
     """
     from events.streams import NotStarted
-    from hubsync.activation_cmd import with_redis
+    from hubsync.config import with_redis
     from hubsync.publish import publish_lines
 
     config = load_config()

@@ -6,8 +6,9 @@ Environment variables::
     HUBSYNC_HOME          data directory (embedded Redis, secret key); default ~/.local/share/hubsync
     HUBSYNC_NAMESPACE     prefix of every Redis key; default "hubsync"
     HUBSYNC_PARTITIONS    change-stream partitions, applied at first start only; default 4
-    HUBSYNC_SECRET_KEY    key that encrypts access tokens at rest (Fernet, urlsafe base64);
-                          unset: one is created in HUBSYNC_HOME/secret.key (mode 0600)
+    HUBSYNC_SECRET_KEY    key that seals access tokens at rest (urlsafe base64, 32 bytes; AES-GCM
+                          via HKDF, bound to the activation); unset (embedded Redis only): one is
+                          created in HUBSYNC_HOME/secret.key (mode 0600)
     HUBSYNC_LINGER_MS     how long a change may wait for its batch to fill; default 250
     HUBSYNC_DAMPING       "off" turns flap damping off; default on, with these settings:
     HUBSYNC_DAMPING_SETTLE_MS     least wait of a realtime change before it is written; 500
@@ -24,21 +25,46 @@ Environment variables::
     HUBSYNC_CHANGE_RETENTION  seconds acknowledged change entries are kept for replay; default 0
                           (trimmed as soon as every consumer group acknowledged them)
     RAY_ADDRESS           a Ray cluster to join; unset: a local Ray on 127.0.0.1
+    HUBSYNC_API_KEY       the HTTP API's key (read by hubsync.api); unset: HUBSYNC_HOME/api.key
+    HUBSYNC_API_ADDRESS   where `hubsync up` serves the API and console, HOST:PORT; 127.0.0.1:8077
+
+Besides the settings, this module owns what every command and the service need to reach their
+data: the secret key (`secret_key`) and the Redis connection (`open_redis`, `with_redis`), so
+commands depend on configuration, never on each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
-from events.connection import redact_url
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from events.connection import connect, redact_url
+from events.redis_server import RedisUnavailable
+from events.secrets import load_or_create_key
 from events.streams import DEAD_LETTERS_MAX, DEFAULT_PARTITIONS, MAX_ENTRY_BYTES, Keys
 from scheduler import DampingPolicy
 
-__all__ = ["Config", "ConfigError"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "RedisUnreachable",
+    "ensure_reachable",
+    "open_redis",
+    "redacted",
+    "secret_key",
+    "with_redis",
+]
+
+T = TypeVar("T")
 
 SECRET_FIELDS = frozenset({"secret_key"})  # never shown, not even in part
 URL_FIELDS = frozenset({"redis_url", "ray_address"})  # shown without a password
@@ -173,3 +199,79 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or a positive number of seconds")
     return value
+
+
+# --- the secret key and the Redis connection, as every command and the service need them ---
+
+
+def secret_key(config: Config) -> str:
+    """The key that seals tokens: HUBSYNC_SECRET_KEY, or (embedded Redis only) one kept in HUBSYNC_HOME.
+
+    With a shared Redis every machine must use the same key, so a key of this machine's own
+    would seal tokens the service cannot open: refuse instead of guessing.
+    """
+    if config.secret_key:
+        return config.secret_key
+    if config.redis_url:
+        raise ConfigError(
+            "HUBSYNC_REDIS_URL is set but HUBSYNC_SECRET_KEY is not: with a shared Redis, set the same "
+            'HUBSYNC_SECRET_KEY everywhere hubsync runs (create one with: python -c "from cryptography.fernet '
+            'import Fernet; print(Fernet.generate_key().decode())")'
+        )
+    return load_or_create_key(config.home)
+
+
+class RedisUnreachable(RedisUnavailable):
+    """The configured Redis does not answer; the message names it (never its password)."""
+
+
+redacted = redact_url  # what may be shown of a Redis URL: no password, no user name
+
+
+def _unreachable(url: str, exc: BaseException) -> RedisUnreachable:
+    reason = str(exc).replace(url, redacted(url)) or type(exc).__name__
+    return RedisUnreachable(
+        f"cannot reach Redis at {redacted(url)} ({reason.splitlines()[0]}): check that it is "
+        "running and that HUBSYNC_REDIS_URL (host, port, password, rediss:// for TLS) is right"
+    )
+
+
+def ensure_reachable(url: str, timeout: float = 5.0) -> None:
+    """One PING without retries, so a Redis that is down is reported at once, not after the
+    client's ~10 s of retries (a cluster node answers PING too)."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(
+        url.replace("+cluster", "", 1), socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+    try:
+        client.ping()
+    except (sync_redis.ConnectionError, sync_redis.TimeoutError) as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        client.close()
+
+
+def open_redis(config: Config) -> aioredis.Redis:
+    """A client for the configured Redis, checked to answer (RedisUnavailable if not)."""
+    url = config.resolve_redis_url()
+    ensure_reachable(url)
+    return connect(url)
+
+
+def with_redis(config: Config, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run ``work`` with a Redis client; the one place where Redis being down or refusing a
+    command becomes RedisUnreachable (one line, shown by the CLI's click group), never a traceback."""
+    url = config.redis_url or ""
+
+    async def run() -> T:
+        client = open_redis(config)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise _unreachable(url or config.resolve_redis_url(), exc) from None

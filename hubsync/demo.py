@@ -36,9 +36,8 @@ from events.model import (
 )
 from events.secrets import Sealer
 from events.streams import Publisher
-from hubsync.activation_cmd import secret_key
 from hubsync.api import ApiServer
-from hubsync.config import ConfigError
+from hubsync.config import ConfigError, secret_key
 from hubsync.stack import LocalStack
 
 __all__ = ["run_demo"]
@@ -287,7 +286,7 @@ async def _progress(
     console: Console,
     activation_id: str,
 ) -> float | None:
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     total = sum(len(p) for p in story.expected.values())
     start = time.monotonic()
@@ -330,7 +329,7 @@ async def _report(
     events_in: int,
     synced_at: float | None,
 ) -> None:
-    from hubsync.status import read_status
+    from hubsync.views import read_status
 
     status = await read_status(redis, config.keys, activation_id) or {}
     stats = admin.stats()

@@ -19,11 +19,9 @@ import ray
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from actors.remote import supervisor_actor
-from actors.shells import CHECKPOINT_TIMEOUT_S, Settings
+from actors.shells import CHECKPOINT_TIMEOUT_S, Settings, supervisor_actor
 from events.redis_server import EmbeddedRedis
-from hubsync.activation_cmd import ensure_reachable, secret_key
-from hubsync.config import Config
+from hubsync.config import Config, ensure_reachable, secret_key
 
 __all__ = [
     "RAY_VERSIONS",

@@ -17,31 +17,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from events.activations import Activations
-from events.streams import Keys
+from hubsync.config import Config, with_redis
+from hubsync.views import collect
 
-__all__ = ["collect", "read_status", "status"]
-
-
-async def read_status(
-    redis: aioredis.Redis, keys: Keys, activation_id: str
-) -> dict[str, Any] | None:
-    raw = await redis.get(keys.activation_status(activation_id))
-    return None if raw is None else json.loads(raw)
-
-
-async def collect(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """One record per activation: its definition, its live status and its token's budget."""
-    from hubsync.activation_cmd import describe
-
-    state = Activations()
-    await state.refresh(redis, keys)
-    out = []
-    for spec in state.by_id.values():
-        live = await read_status(redis, keys, spec.activation_id)
-        raw = await redis.get(keys.governor_status(spec.token_fingerprint))
-        out.append({**describe(spec), "status": live, "token": json.loads(raw) if raw else None})
-    return out
+__all__ = ["render", "status"]
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -115,10 +94,8 @@ def render(records: list[dict[str, Any]]) -> Table:
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 def status(as_json: bool, watch: bool) -> None:
     """A table per activation: state, pending contacts, budget left, lag, backfill progress, errors."""
-    from hubsync.activation_cmd import with_redis
-    from hubsync.cli import load_config
 
-    config = load_config()
+    config = Config.from_environ()
 
     async def once(redis: aioredis.Redis) -> list[dict[str, Any]]:
         return await collect(redis, config.keys)

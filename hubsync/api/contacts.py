@@ -22,7 +22,7 @@ from events.model import (
 )
 from events.secrets import Sealer, SecretError
 from events.streams import ensure_partitions, partition_of
-from hubsync import activations_service as service
+from hubsync import views
 from hubsync.api import schemas as s
 from hubsync.api.deadletters import read_dead_letters
 from hubsync.api.protocol import (
@@ -31,7 +31,7 @@ from hubsync.api.protocol import (
     json_response,
     query_flag,
 )
-from hubsync.status import read_status
+from hubsync.views import read_status
 
 __all__ = ["contact", "lookup_contact"]
 
@@ -128,7 +128,7 @@ async def _contact_activation(
     read_hubspot: bool,
 ) -> s.ContactActivation:
     raw = await read_status(ctx.redis, ctx.keys, spec.activation_id)
-    status = service.live_status(spec, raw, ctx.clock())
+    status = views.live_status(spec, raw, ctx.clock())
     names: dict[str, str] = (raw or {}).get("properties") or {}
     properties = [
         s.ContactProperty(key=key, property=names.get(key), cdp=expected.get(key))
@@ -159,7 +159,7 @@ async def _read_hubspot(
     if not names:
         view.hubspot_error = "the activation has not created its HubSpot properties yet"
         return
-    budget = await service.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint)
+    budget = await views.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint)
     if budget and budget.get("window_left") == 0:
         view.hubspot_error = "the token's 10-second window is full; ask again in a few seconds"
         return

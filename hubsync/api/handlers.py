@@ -50,8 +50,8 @@ from hubsync.api.protocol import (
     query_flag,
     query_id,
 )
-from hubsync.status import read_status
 from hubsync.token_check import check_token
+from hubsync.views import read_status
 
 # --- handlers: health, session, openapi ------------------------------------------------------------
 

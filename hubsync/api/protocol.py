@@ -17,13 +17,13 @@ from starlette.responses import Response
 
 from events.activations import Activations, ActivationSpec
 from events.streams import Keys
-from hubsync import activations_service as service
+from hubsync import views
 from hubsync.api import schemas as s
 from hubsync.api.auth import Authenticator
 from hubsync.api.jobs import Jobs
-from hubsync.config import Config, ConfigError
+from hubsync.config import Config, ConfigError, secret_key
 from hubsync.console.history import History
-from hubsync.status import read_status
+from hubsync.views import read_status
 
 __all__ = [
     "MAX_BODY",
@@ -81,7 +81,7 @@ class Context:
 
     def secret_key(self) -> str:
         try:
-            return service.resolve_secret_key(self.config)
+            return secret_key(self.config)
         except ConfigError as exc:
             raise ApiProblem(503, "not_configured", str(exc)) from None
 
@@ -221,8 +221,8 @@ async def activation_view(
         api_version=spec.api_version,
         paused=spec.paused,
         pause_reason=spec.pause_reason,
-        status=service.live_status(spec, raw, ctx.clock()),
-        budget=await service.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint),
+        status=views.live_status(spec, raw, ctx.clock()),
+        budget=await views.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint),
         notes=list(notes),
     )
 

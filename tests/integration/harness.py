@@ -12,8 +12,7 @@ from typing import Any
 
 import ray
 
-from actors.remote import supervisor_actor
-from actors.shells import Settings
+from actors.shells import Settings, supervisor_actor
 from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.activations import Activations

@@ -25,7 +25,7 @@ from events.model import (
     AudienceEntered,
 )
 from events.streams import DeadLetters
-from hubsync.status import collect
+from hubsync.views import collect
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.harness import Hubsync, scenario
 

@@ -18,7 +18,7 @@ import ray
 from crm.client import HubSpotClient, _email_for_path, _name_for_path
 from crm.emulator import EmulatorServer
 from events.model import AudienceDefined, AudienceEntered
-from hubsync.status import collect
+from hubsync.views import collect
 from tests.integration.harness import Hubsync
 
 pytestmark = pytest.mark.integration

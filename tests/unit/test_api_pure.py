@@ -10,13 +10,13 @@ import msgspec
 import pytest
 
 from events.activations import ActivationSpec
-from hubsync.activations_service import STALE_AFTER_S, live_status
 from hubsync.api.auth import Authenticator, load_or_create_api_key
 from hubsync.api.protocol import field_of
 from hubsync.api.schemas import CreateActivation
 from hubsync.api.server import api_address
 from hubsync.config import ConfigError
 from hubsync.token_check import plan_for_limits
+from hubsync.views import STALE_AFTER_S, live_status
 
 KEY = "k" * 32
 

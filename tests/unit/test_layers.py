@@ -79,10 +79,6 @@ def test_a_package_imports_only_the_rooms_below_it(package: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cycles issue #14 names (actors.remote <-> actors.shells, hubsync's commands <-> cli): being removed",
-)
 def test_no_module_level_cycles() -> None:
     edges = {
         module: {

@@ -7,7 +7,7 @@ import pytest
 from actors.supervisor import _Folded, _glob_escape
 from events.activations import Activations
 from events.model import ActivationCreated, ActivationDeleted, AudienceAdded
-from hubsync.activation_cmd import redacted
+from hubsync.config import redacted
 from hubsync.service import IncompatibleRay, check_ray_version
 
 
