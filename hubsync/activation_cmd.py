@@ -14,8 +14,7 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
-from events.activations import Activations, ActivationSpec, CommandRejected, new_activation
-from events.catalog import Catalog
+from events.activations import Activations, ActivationSpec, CommandRejected
 from events.model import (
     ActivationDeleted,
     ActivationPaused,
@@ -29,6 +28,7 @@ from events.model import (
     TokenResealed,
 )
 from events.secrets import Sealer, SecretError, TokenError, is_legacy
+from hubsync import activations_service as service
 from hubsync.config import Config, ConfigError, secret_key, with_redis
 from hubsync.views import describe
 
@@ -130,34 +130,24 @@ def create(
         )
     config = _config()
     try:
-        event = new_activation(
-            _sealer(config),
+        event = service.new_activation(
+            secret_key(config),
             name=name,
             token=token,
             base_url=base_url,
             api_version=api_version,
             plan=plan,
-            mode="update_only" if update_only else "upsert",
+            update_only=update_only,
             audiences=audiences,
             attributes=attributes,
         )
     except TokenError as exc:
         raise click.UsageError(f"{token_env}: {exc}") from None
-    except CommandRejected as exc:
+    except (SecretError, CommandRejected) as exc:  # a bad secret key, a refused base URL
         raise click.UsageError(str(exc)) from None
 
     async def work(redis: aioredis.Redis) -> list[str]:
-        catalog = Catalog()
-        await catalog.refresh(redis, config.keys)
-        await Activations().execute(redis, config.keys, event)
-        return [
-            p
-            for p in [
-                *(catalog.audience_problem(a) for a in audiences),
-                *(catalog.attribute_problem(t) for t in attributes),
-            ]
-            if p
-        ]
+        return await service.create_activation(redis, config.keys, event)
 
     warnings = with_redis(config, work)
     for warning in warnings:
@@ -225,10 +215,8 @@ def _simple(
         config = _config()
 
         async def work(redis: aioredis.Redis) -> tuple[str, list[ControlEvent]]:
-            state = Activations()
-            await state.refresh(redis, config.keys)
-            spec = state.find(ref)
-            return spec.activation_id, await state.execute(redis, config.keys, make(spec))
+            spec, appended = await service.change_activation(redis, config.keys, ref, make)
+            return spec.activation_id, appended
 
         activation_id, appended = with_redis(config, work)
         click.echo(done if appended else "nothing to change")
@@ -482,10 +470,6 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
     """Read the activation's values back from HubSpot and report drift from the CDP."""
     from rich.progress import Progress
 
-    from hubsync.operations import expected_values
-    from hubsync.operations import verify as run_verify
-    from hubsync.views import read_status
-
     config = _config()
     key = secret_key(config)
 
@@ -493,44 +477,19 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
-        try:
-            spec.open_token(Sealer(key))  # the one check the governor makes, before any call
-        except SecretError as exc:
-            raise CommandRejected(str(exc)) from None
-        status = await read_status(redis, config.keys, spec.activation_id)
-        if not status or not status.get("properties"):
-            raise CommandRejected(
-                "this activation has not synced anything yet: start `hubsync up` and wait for it"
-            )
-        catalog = Catalog()
-        await catalog.refresh(redis, config.keys)
-        expected = await expected_values(redis, config.keys, spec, catalog, status["properties"])
         with Progress(
             transient=True, disable=as_json or not sys.stderr.isatty(), console=Console(stderr=True)
         ) as bar:
-            task = bar.add_task("reading HubSpot", total=len(expected))
-            drift = await run_verify(
+            task = bar.add_task("reading HubSpot", total=None)
+            return await service.verify_activation(
+                redis,
+                config.keys,
                 spec,
                 key,
-                expected,
-                calls_per_window=rate,
-                on_progress=lambda done, total: bar.update(task, completed=done),
+                rate=rate,
+                fix=fix,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        fixed = False
-        if fix and drift.differing:
-            await state.execute(
-                redis, config.keys, ResyncRequested(activation_id=spec.activation_id)
-            )
-            fixed = True
-        return {
-            "activation_id": spec.activation_id,
-            "checked": drift.checked,
-            "differing": len(drift.differing),
-            "missing_in_hubspot": drift.missing_in_hubspot,
-            "calls": drift.calls,
-            "examples": drift.differing[:20],
-            "resync_requested": fixed,
-        }
 
     report = with_redis(config, work)
     if as_json:

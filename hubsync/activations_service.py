@@ -21,7 +21,7 @@ from events.activations import Activations, ActivationSpec, CommandRejected
 from events.activations import new_activation as events_new_activation
 from events.catalog import Catalog
 from events.model import ActivationCreated, ControlEvent, ResyncRequested
-from events.secrets import Sealer
+from events.secrets import Sealer, SecretError
 from events.streams import Keys
 
 __all__ = [
@@ -114,6 +114,10 @@ async def verify_activation(
     from hubsync.operations import expected_values, verify
     from hubsync.views import read_status
 
+    try:
+        spec.open_token(Sealer(secret_key))  # the one check the governor makes, before any call
+    except SecretError as exc:
+        raise CommandRejected(str(exc)) from None
     status = await read_status(redis, keys, spec.activation_id)
     if not status or not status.get("properties"):
         raise CommandRejected(
