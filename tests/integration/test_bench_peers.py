@@ -54,3 +54,46 @@ def test_peers_runs_all_three_on_one_emulator_and_reports_each() -> None:
     assert peers["hubsync"]["throughput"]["rate_limited_429"] == 0
     assert peers["hubsync"]["storm"]["contact_writes"] <= 25
     assert result["documented_retry_retries"] == {"GET": True, "PATCH": False, "POST": False}
+
+
+def test_the_sdk_readme_retry_leaves_a_refused_write_to_the_caller() -> None:
+    """What `documented_retry_retries` says, over HTTP: the README's Retry(status_forcelist=(429,))
+    sends a refused POST or PATCH once and raises; the bench's peers add allowed_methods=None."""
+    from hubspot import HubSpot
+    from hubspot.crm.contacts import (
+        BatchInputSimplePublicObjectBatchInputUpsert,
+        SimplePublicObjectBatchInputUpsert,
+        SimplePublicObjectInput,
+    )
+    from hubspot.crm.contacts.exceptions import ApiException
+    from urllib3.util.retry import Retry
+
+    from crm.emulator import EmulatorServer
+    from crm.emulator.state import EmulatorConfig
+
+    properties = {"firstname": "Ada"}
+    upsert = BatchInputSimplePublicObjectBatchInputUpsert(
+        inputs=[
+            SimplePublicObjectBatchInputUpsert(
+                id="ada@example.com", id_property="email", properties=properties
+            )
+        ]
+    )
+    with EmulatorServer(config=EmulatorConfig(open_auth=True, rate=1)) as emulator:
+        contacts = HubSpot(
+            access_token="pat-readme",
+            retry=Retry(total=5, status_forcelist=(429,)),
+            host=emulator.url,
+        ).crm.contacts
+        contacts.batch_api.upsert(upsert)  # the token's one call in this window
+        with pytest.raises(ApiException) as post:
+            contacts.batch_api.upsert(upsert)
+        with pytest.raises(ApiException) as patch:
+            contacts.basic_api.update(
+                "ada@example.com",
+                SimplePublicObjectInput(properties=properties),
+                id_property="email",
+            )
+        assert post.value.status == patch.value.status == 429
+        (token,) = emulator.admin.stats()["tokens"].values()
+        assert token["requests"] == 3 and token["rate_limited"] == 2  # each refused once, no retry
