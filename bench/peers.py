@@ -203,19 +203,20 @@ class SdkPeer:
             allowed_methods=None,  # else urllib3 retries no POST or PATCH at all
         )
         self.client = HubSpot(access_token=token, retry=retry, host=url)
-        self.calls = 0
         self.gave_up = 0
 
     def _send(self, call: Callable[[], Any]) -> Any:
-        """One SDK call; when the Retry gives up on 429s, the user's loop sends it again."""
+        """One SDK call; when the Retry gives up on 429s, the user's loop sends it again (any
+        other failure, such as an emulator that went away, ends the run)."""
         from hubspot.crm.contacts.exceptions import ApiException
-        from urllib3.exceptions import MaxRetryError
+        from urllib3.exceptions import MaxRetryError, ResponseError
 
         while True:
-            self.calls += 1
             try:
                 return call()
-            except MaxRetryError:
+            except MaxRetryError as exc:
+                if not isinstance(exc.reason, ResponseError):  # not "too many 429 responses"
+                    raise
                 self.gave_up += 1
             except ApiException as exc:
                 if exc.status != 429:
@@ -288,7 +289,7 @@ def _token_stats(stats: dict[str, Any], token: str) -> dict[str, Any]:
 
 
 class Run:
-    """One run's stack, contacts dump and per-peer settings."""
+    """One run on one stack: each `*_throughput` and `*_storm` method is one peer's job."""
 
     def __init__(self, stack: h.BenchStack, args: argparse.Namespace) -> None:
         self.stack = stack
