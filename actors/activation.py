@@ -32,8 +32,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.governor import (
-    PLANS,
-    WINDOW_MARGIN,
+    GRANT_INTERVAL_S,
     CallFailed,
     CallRefused,
     Outcome,
@@ -42,6 +41,7 @@ from actors.governor import (
 )
 from actors.messages import Change, decode_changes
 from actors.router import INBOX_FIELD
+from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
     PropertySpec,
     ValueFormatError,
@@ -839,8 +839,8 @@ class ActivationCore:
         }
 
     def _contacts_per_second(self) -> float:
-        per_window = PLANS.get(self.spec.plan if self.spec else "starter", PLANS["starter"])[0]
-        return 100 * per_window / (10.0 + WINDOW_MARGIN)
+        plan = PLANS.get(self.spec.plan if self.spec else "starter", PLANS["starter"])
+        return BATCH_SIZE * plan.per_window / GRANT_INTERVAL_S
 
     async def publish_status(self) -> None:
         await self._redis.set(

@@ -51,6 +51,7 @@ from crm.errors import (
     RateLimitedError,
     ValidationError,
 )
+from crm.plans import PLANS, REQUEST_TIMEOUT_S, WINDOW_S
 from crm.properties import PropertySpec
 from crm.ratelimit import RateLimitInfo
 from crm.tokens import token_fingerprint
@@ -61,7 +62,7 @@ from events.streams import Keys, append_control
 from scheduler import BatchSplitter, FairQueue, Lane, SystemClock, TokenBudget, backoff
 
 __all__ = [
-    "PLANS",
+    "GRANT_INTERVAL_S",
     "ActivationGone",
     "CallFailed",
     "CallRefused",
@@ -74,21 +75,15 @@ __all__ = [
 log = logging.getLogger("hubsync.governor")
 T = TypeVar("T")
 
-PLANS: dict[str, tuple[int, int]] = {
-    "free": (100, 250_000),
-    "starter": (100, 250_000),
-    "professional": (190, 625_000),
-    "enterprise": (190, 1_000_000),
-    "addon": (250, 2_000_000),
-}
 # A call counts in HubSpot's window when HubSpot receives it, some time after we grant it; a
 # grant also waits this long beyond the window so a slow request never lands in a full window.
 WINDOW_MARGIN = 0.25
+GRANT_INTERVAL_S = WINDOW_S + WINDOW_MARGIN  # how long a grant counts in our own window
 MAX_ATTEMPTS = 8
 REALTIME_RESERVE = 0.1  # share of the window backfills leave free while realtime traffic flows
 REALTIME_MEMORY = 60.0  # seconds after the last realtime call that the reserve still applies
 PROBE_TIMEOUT = 5.0  # a probing call not answered by then (its caller died): let another go
-HTTP_TIMEOUT = 30.0  # seconds HubSpot may take to answer one call before it counts as a timeout
+HTTP_TIMEOUT = REQUEST_TIMEOUT_S
 REFUSED_ATTEMPTS = 3  # tries of a call HubSpot answers with an unexpected 4xx before giving up
 LOCKED_PAUSE = 2.0  # HubSpot asks for >= 2 s between batch writes after a 423 Locked
 WRITE_ROUNDS = 4  # sends of one batch: the first, then after dropping named properties or retrying
@@ -186,7 +181,10 @@ class GovernorCore:
         self._fold_lock = asyncio.Lock()
         self._spec: ActivationSpec | None = None
         self._client: HubSpotClient | None = None
-        self.budget = TokenBudget.for_plan(*PLANS["starter"], interval=10.0 + WINDOW_MARGIN)
+        starter = PLANS["starter"]
+        self.budget = TokenBudget.for_plan(
+            starter.per_window, starter.daily, interval=GRANT_INTERVAL_S
+        )
         self._queue = FairQueue()
         self._wake = asyncio.Event()
         self._held: dict[str, deque[float]] = {}
@@ -245,9 +243,11 @@ class GovernorCore:
             self.problem = str(exc)
             return
         self.problem = None
-        per_interval, per_day = PLANS.get(spec.plan, PLANS["starter"])
+        plan = PLANS.get(spec.plan, PLANS["starter"])
         if self._spec is None or self._spec.plan != spec.plan:
-            self.budget = TokenBudget.for_plan(per_interval, per_day, interval=10.0 + WINDOW_MARGIN)
+            self.budget = TokenBudget.for_plan(
+                plan.per_window, plan.daily, interval=GRANT_INTERVAL_S
+            )
         try:
             self._client = HubSpotClient(
                 token,

@@ -22,6 +22,7 @@ from actors.governor import GovernorCore, WriteReport
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
+from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
 from events.connection import connect
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
@@ -60,7 +61,7 @@ class Settings(msgspec.Struct, frozen=True):
     actor_resource: str | None = (
         None  # a custom resource only worker nodes offer: keeps actors off the head
     )
-    http_timeout_s: float = 30.0  # how long one HubSpot call may take before it counts as a timeout
+    http_timeout_s: float = REQUEST_TIMEOUT_S  # one HubSpot call longer than this: a timeout
     max_entry_bytes: int = MAX_ENTRY_BYTES  # a change entry larger than this is parked unread
     dead_letters_max: int = DEAD_LETTERS_MAX  # the dead-letter stream keeps about this many entries
     change_retention_s: float = 0.0  # acknowledged change entries kept this long (0: trim at once)

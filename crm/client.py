@@ -45,6 +45,7 @@ from crm.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
+from crm.plans import BATCH_SIZE, DEFAULT_API_VERSION, REQUEST_TIMEOUT_S, ApiVersion
 from crm.properties import GROUP_LABEL, GROUP_NAME, PropertySpec, is_valid_property_name
 from crm.ratelimit import UNKNOWN, RateLimitInfo, parse_retry_after
 from crm.tokens import token_fingerprint, token_problem
@@ -69,12 +70,10 @@ __all__ = [
     "check_token",
 ]
 
-ApiVersion = Literal["v3", "2026-03"]
 DEFAULT_BASE_URL = "https://api.hubapi.com"
-DEFAULT_API_VERSION: ApiVersion = "2026-03"
 """v1-v3 end support in September 2027 (hubspot-api.md §0); the date-versioned paths replace them."""
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-MAX_BATCH = 100
+DEFAULT_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0)
+MAX_BATCH = BATCH_SIZE
 
 BeforeRequest = Callable[[], Awaitable[None]]
 AfterResponse = Callable[[RateLimitInfo, int], Awaitable[None] | None]

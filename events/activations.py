@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 import redis.asyncio as aioredis
 
+from crm.plans import DEFAULT_API_VERSION
 from crm.tokens import token_fingerprint
 from events.model import (
     ActivationCreated,
@@ -111,7 +112,7 @@ def new_activation(
     name: str,
     token: str,
     base_url: str = "https://api.hubapi.com",
-    api_version: str = "2026-03",
+    api_version: str = DEFAULT_API_VERSION,
     plan: str = "starter",
     mode: str = "upsert",
     audiences: Iterable[str] = (),

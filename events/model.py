@@ -33,6 +33,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec.structs import force_setattr
 
+from crm.plans import DEFAULT_API_VERSION, ApiVersion
+
 __all__ = [
     "ActivationCreated",
     "ActivationDeleted",
@@ -222,7 +224,7 @@ class ActivationCreated(ControlEvent, tag="activation_created"):
     token_sealed: str  # the access token, encrypted (hubsync.secrets); never the token itself
     token_fingerprint: str  # names the RateGovernor; safe to show
     base_url: str = "https://api.hubapi.com"
-    api_version: Literal["v3", "2026-03"] = "v3"
+    api_version: ApiVersion = DEFAULT_API_VERSION  # events written with "v3" read as written
     plan: Plan = "starter"
     mode: Mode = "upsert"
     audiences: tuple[Id, ...] = ()

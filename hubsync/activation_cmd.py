@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
+from crm.plans import API_VERSIONS, DEFAULT_API_VERSION, PLANS
 from events.activations import Activations, ActivationSpec, CommandRejected
 from events.model import (
     ActivationDeleted,
@@ -37,7 +38,6 @@ __all__ = ["activation"]
 T = TypeVar("T")
 # How long `activation delete` waits for the Supervisor to stop the actor and compact.
 DELETE_WAIT_S = 30.0
-PLANS = ["free", "starter", "professional", "enterprise", "addon"]
 WAIT = click.option(
     "--wait", is_flag=True, help="Follow the backfill with progress bars until it is done."
 )
@@ -75,13 +75,13 @@ def activation() -> None:
 )
 @click.option(
     "--plan",
-    type=click.Choice(PLANS),
+    type=click.Choice(list(PLANS)),
     default="starter",
     show_default=True,
     help="The HubSpot plan, which sets the API limits (refined from HubSpot's headers).",
 )
 @click.option(
-    "--api-version", type=click.Choice(["v3", "2026-03"]), default="2026-03", show_default=True
+    "--api-version", type=click.Choice(API_VERSIONS), default=DEFAULT_API_VERSION, show_default=True
 )
 @click.option(
     "--audience",

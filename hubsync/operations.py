@@ -15,8 +15,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from actors.governor import PLANS, WINDOW_MARGIN
+from actors.governor import GRANT_INTERVAL_S
 from crm.client import HubSpotClient
+from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import attribute_property, audience_property, format_value
 from events.activations import ActivationSpec
 from events.catalog import Catalog
@@ -73,7 +74,7 @@ async def verify(
 ) -> Drift:
     """Read every expected contact back from HubSpot, 100 per call, and list the differences."""
     token = spec.open_token(Sealer(secret_key))
-    window = RollingWindow(calls_per_window, 10.0 + WINDOW_MARGIN)
+    window = RollingWindow(calls_per_window, GRANT_INTERVAL_S)
     clock = SystemClock()
 
     async def paced() -> None:
@@ -187,11 +188,13 @@ async def plan_activation(
             }
         )
         contacts[f"t:{attribute_id}"] = await projections.count_values(attribute_id, partitions)
-    per_window, per_day = PLANS[plan]
+    per_window, per_day = PLANS[plan].per_window, PLANS[plan].daily
     # Upper bound: a contact in several audiences/attributes rides in one input when they coalesce.
-    calls = math.ceil(sum(contacts.values()) / 100) + 2 + math.ceil(len(properties) / 100)
+    calls = (
+        math.ceil(sum(contacts.values()) / BATCH_SIZE) + 2 + math.ceil(len(properties) / BATCH_SIZE)
+    )
     seconds = (
-        max(0.0, (calls - per_window) / per_window * (10.0 + WINDOW_MARGIN))
+        max(0.0, (calls - per_window) / per_window * GRANT_INTERVAL_S)
         if calls > per_window
         else calls * 0.05
     )

@@ -8,26 +8,9 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import msgspec
+from crm.plans import PLANS, Plan
 
 __all__ = ["PLANS", "DailyBudget", "Plan", "RollingWindow"]
-
-
-class Plan(msgspec.Struct, frozen=True):
-    name: str
-    per_window: int
-    """Calls per rolling 10-second window, per token (app)."""
-    daily: int
-    """Calls per day, per account."""
-
-
-PLANS: dict[str, Plan] = {
-    "starter": Plan("starter", 100, 250_000),
-    "professional": Plan("professional", 190, 625_000),
-    "enterprise": Plan("enterprise", 190, 1_000_000),
-    # Enterprise with one API limit increase: 250 per 10 s and +1M per day.
-    "addon": Plan("addon", 250, 2_000_000),
-}
 
 
 class RollingWindow:

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from crm.client import DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from crm.client import DEFAULT_BASE_URL
+from crm.plans import DEFAULT_API_VERSION, ApiVersion
 from events.model import Id, Name, Plan, ValueType
 from hubsync.console.history import HistoryPoint
 from hubsync.token_check import Limits, TokenCheck
@@ -47,7 +48,6 @@ __all__ = [
     "VerifyRequest",
 ]
 
-ApiVersion = Literal["v3", "2026-03"]
 # A HubSpot token: one printable word (no spaces, quotes or control characters).
 Token = Annotated[str, msgspec.Meta(min_length=8, max_length=1024, pattern=r"^[!#-~]+$")]
 BaseUrl = Annotated[

@@ -19,7 +19,8 @@ PACKAGES = ("events", "scheduler", "crm", "actors", "hubsync", "bench")
 # package -> the project packages (or single modules) it may import
 ALLOWED: dict[str, set[str]] = {
     "scheduler": set(),
-    "events": {"crm.tokens"},  # a sealed token is bound to its fingerprint: one leaf module
+    # a sealed token is bound to its fingerprint; HubSpot's numbers: two leaf modules
+    "events": {"crm.tokens", "crm.plans"},
     "crm": {"scheduler"},
     "actors": {"events", "scheduler", "crm"},
     "hubsync": {"events", "scheduler", "crm", "actors"},
