@@ -625,6 +625,19 @@ class GovernorCore:
         )
         return {email: record.id for email, record in result.found.items()}
 
+    async def read_contact(
+        self, activation_id: str, email: str, properties: Sequence[str]
+    ) -> dict[str, str | None] | None:
+        """One contact's values of ``properties`` as HubSpot holds them now (None: HubSpot has no
+        such contact): ONE call, on the realtime lane, within the token's window like any other
+        (the console's and the API's contact lookup)."""
+        record = await self._call(
+            activation_id,
+            Lane.REALTIME.value,
+            lambda c: c.get_contact_by_email(email, list(properties)),
+        )
+        return None if record is None else dict(record.properties)
+
     async def ensure_schema(
         self, activation_id: str, specs: Sequence[PropertySpec]
     ) -> dict[str, str]:

@@ -493,6 +493,11 @@ class RateGovernor(_Located):
     ) -> WriteReport:
         return await self.core.update(activation_id, lane, records)
 
+    async def read_contact(
+        self, activation_id: str, email: str, properties: list[str]
+    ) -> dict[str, str | None] | None:
+        return await self.core.read_contact(activation_id, email, properties)
+
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
         return await self.core.read_ids(activation_id, lane, emails)
 

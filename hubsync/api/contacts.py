@@ -6,12 +6,12 @@ on request (one read with the activation's token), and the dead letters naming t
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crm.client import HubSpotClient
-from crm.errors import HubSpotError
 from crm.properties import format_value
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog as CatalogState
@@ -20,7 +20,6 @@ from events.model import (
     Value,
     normalise_email,
 )
-from events.secrets import Sealer, SecretError
 from events.streams import ensure_partitions, partition_of
 from hubsync import views
 from hubsync.api import schemas as s
@@ -32,6 +31,8 @@ from hubsync.api.protocol import (
     query_flag,
 )
 from hubsync.views import read_status
+
+READ_TIMEOUT_S = 20.0  # the governor may wait for a slot in the token's window first
 
 __all__ = ["contact", "lookup_contact"]
 
@@ -154,34 +155,23 @@ async def _contact_activation(
 async def _read_hubspot(
     ctx: Context, spec: ActivationSpec, email: str, view: s.ContactActivation
 ) -> None:
-    """One read of the contact with the activation's token, unless its window is full now."""
+    """One read of the contact through the token's RateGovernor: a call in its window like any
+    other, never one beside it."""
     names = [p.property for p in view.properties if p.property]
     if not names:
         view.hubspot_error = "the activation has not created its HubSpot properties yet"
         return
-    budget = await views.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint)
-    if budget and budget.get("window_left") == 0:
-        view.hubspot_error = "the token's 10-second window is full; ask again in a few seconds"
-        return
     try:
-        token = spec.open_token(Sealer(ctx.secret_key()))
-    except SecretError as exc:
+        held_values = await _read_through_governor(ctx, spec, email, names)
+    except GovernorUnavailable as exc:
         view.hubspot_error = str(exc)
         return
-    try:
-        async with HubSpotClient(
-            token,
-            base_url=spec.base_url,
-            api_version=spec.api_version,  # type: ignore[arg-type]
-            timeout=10.0,
-        ) as client:
-            record = await client.get_contact_by_email(email, names)
-    except (HubSpotError, ValueError) as exc:
-        view.hubspot_error = str(exc)[:500]
+    except Exception as exc:  # what the governor raised: its text never holds the token
+        view.hubspot_error = f"{type(exc).__name__}: {str(exc)[:500]}"
         return
     view.hubspot_read = True
-    view.hubspot_found = record is not None
-    if record is None:
+    view.hubspot_found = held_values is not None
+    if held_values is None:
         view.differences.append(
             "the contact is not in HubSpot"
             + (
@@ -193,12 +183,48 @@ async def _read_hubspot(
     for prop in view.properties:
         if prop.property is None:
             continue
-        held = (record.properties.get(prop.property) if record else None) or None
+        held = (held_values.get(prop.property) if held_values is not None else None) or None
         prop.hubspot = held
         cdp = prop.cdp
         prop.in_step = held == cdp or (cdp is None and held in (None, "false"))
-        if record is not None and not prop.in_step:
+        if held_values is not None and not prop.in_step:
             view.differences.append(
                 f"{prop.property}: the CDP says {cdp if cdp is not None else 'no value'}, "
                 f"HubSpot holds {held if held is not None else 'nothing'}"
             )
+
+
+class GovernorUnavailable(Exception):
+    """No RateGovernor to read through here (hubsync is not running, or not in this process)."""
+
+
+async def _read_through_governor(
+    ctx: Context, spec: ActivationSpec, email: str, names: list[str]
+) -> dict[str, str | None] | None:
+    """HubSpot's values of ``names`` for the contact, read by the governor of the activation's
+    token (`hubsync up` serves the API from its Ray driver, so the actor is one call away)."""
+    import ray
+
+    from actors.naming import actor_name
+
+    if not ray.is_initialized():
+        raise GovernorUnavailable(
+            "HubSpot is read through the token's RateGovernor, and none runs here: "
+            "start `hubsync up` (it serves this API)"
+        )
+    name = actor_name("governor", spec.token_fingerprint)
+    try:
+        handle = await asyncio.to_thread(ray.get_actor, name, namespace=ctx.config.namespace)
+    except ValueError:
+        raise GovernorUnavailable(
+            "the token's RateGovernor is not running yet; ask again in a few seconds"
+        ) from None
+    try:
+        return await asyncio.wait_for(
+            handle.read_contact.remote(spec.activation_id, email, names), READ_TIMEOUT_S
+        )
+    except TimeoutError:
+        raise GovernorUnavailable(
+            f"the token's RateGovernor did not answer within {READ_TIMEOUT_S:.0f} s "
+            "(its window may be full, or HubSpot slow); ask again"
+        ) from None
