@@ -162,16 +162,18 @@ def _damping(env: Mapping[str, str]) -> DampingPolicy | None:
         raise ConfigError(f"HUBSYNC_DAMPING_*: {exc}") from None
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, unit: str = "") -> float:
+    """A finite number >= 0 from the environment (``unit``: what it counts, for the message)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    what = f"a number{unit}"
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}={raw!r} must be a finite number >= 0")
+        raise ConfigError(f"{name}={raw!r} must be {what} >= 0")
     return value
 
 
@@ -189,16 +191,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds (e.g. 0, 3600)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}={raw!r} must be 0 or a positive number of seconds")
-    return value
+    return _number(env, name, default, unit=" of seconds (e.g. 0, 3600)")
 
 
 # --- the secret key and the Redis connection, as every command and the service need them ---
