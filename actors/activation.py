@@ -39,6 +39,7 @@ from actors.governor import (
     TokenRejected,
     WriteReport,
 )
+from actors.loops import forever
 from actors.messages import Change, decode_changes
 from actors.router import INBOX_FIELD
 from crm.plans import BATCH_SIZE, PLANS
@@ -203,24 +204,18 @@ class ActivationCore:
         pause: float = 0.0,
         once: bool = False,
     ) -> None:
-        failures = 0
-        while True:
-            try:
-                await step()
-                failures = 0
-                if once:
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                self.last_error = f"{what}: {exc}"
-                log.exception(
-                    "activation %s: %s failed (%d in a row)", self.activation_id, what, failures
-                )
-                await asyncio.sleep(min(0.2 * 2**failures, 10.0))
-            if pause:
-                await asyncio.sleep(pause)
+        def failed(what: str, exc: Exception) -> None:
+            self.last_error = f"{what}: {exc}"
+
+        await forever(
+            f"activation {self.activation_id}: {what}",
+            step,
+            log=log,
+            pause=pause,
+            once=once,
+            base=0.2,
+            on_error=failed,
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore
 from actors.governor import GovernorCore, WriteReport
+from actors.loops import forever
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
@@ -299,26 +300,27 @@ class RouterActor(_Located):
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                if failures or not self.core.stats.events_in:
-                    await self.core.start()
-                before = self.core.stats.dead
-                n = await self.core.step()
-                if n:
-                    _metrics().events_in.inc(n, tags=self._tag)
-                    if self.core.stats.dead > before:
-                        _metrics().dead_letters.inc(self.core.stats.dead - before, tags=self._tag)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                log.exception(
-                    "router %d: step failed (%d in a row); retrying", self.core.partition, failures
-                )
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+        started = False
+
+        async def step() -> None:
+            nonlocal started
+            if not started:  # at first, and after any failure: read the group and catalog again
+                await self.core.start()
+                started = True
+            before = self.core.stats.dead
+            n = await self.core.step()
+            if n:
+                _metrics().events_in.inc(n, tags=self._tag)
+                if self.core.stats.dead > before:
+                    _metrics().dead_letters.inc(self.core.stats.dead - before, tags=self._tag)
+
+        def failed(what: str, exc: Exception) -> None:
+            nonlocal started
+            started = False
+
+        await forever(
+            f"router {self.core.partition}: step", step, log=log, cap=5.0, on_error=failed
+        )
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)
@@ -397,25 +399,21 @@ class ActivationActor(_Located):
             m.lag.observe(lag, tags=self._tag)
 
     async def _export(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                s = self.core.status()
-                m = _metrics()
-                for field, counter in (
-                    ("changes_in", m.changes_received),
-                    ("coalesced", m.coalesced),
-                ):
-                    if s[field] > self._seen[field]:
-                        counter.inc(s[field] - self._seen[field], tags=self._tag)
-                    self._seen[field] = s[field]
-                m.pending.set(s["pending_realtime"], tags={**self._tag, "lane": "realtime"})
-                m.pending.set(s["pending_backfill"], tags={**self._tag, "lane": "backfill"})
-                for key, b in s["backfills"].items():
-                    m.backfill_done.set(b["done"], tags={**self._tag, "property": key})
-                    m.backfill_total.set(b["total"], tags={**self._tag, "property": key})
-            except Exception:
-                log.exception("activation %s: metrics export failed", self.core.activation_id)
+        async def step() -> None:
+            s = self.core.status()
+            m = _metrics()
+            for field, counter in (("changes_in", m.changes_received), ("coalesced", m.coalesced)):
+                if s[field] > self._seen[field]:
+                    counter.inc(s[field] - self._seen[field], tags=self._tag)
+                self._seen[field] = s[field]
+            m.pending.set(s["pending_realtime"], tags={**self._tag, "lane": "realtime"})
+            m.pending.set(s["pending_backfill"], tags={**self._tag, "lane": "backfill"})
+            for key, b in s["backfills"].items():
+                m.backfill_done.set(b["done"], tags={**self._tag, "property": key})
+                m.backfill_total.set(b["total"], tags={**self._tag, "property": key})
+
+        what = f"activation {self.core.activation_id}: metrics export"
+        await forever(what, step, log=log, pause=1.0)
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)
@@ -452,17 +450,15 @@ class RateGovernor(_Located):
         self._task = asyncio.get_running_loop().create_task(self._housekeeping())
 
     async def _housekeeping(self) -> None:
-        while True:
-            try:
-                await self.core.refresh()
-                await self.core.publish_status()
-                s = self.core.status()
-                _metrics().window_left.set(s["window_left"], tags=self._tag)
-                if s["daily_left"] is not None:
-                    _metrics().daily_left.set(s["daily_left"], tags=self._tag)
-            except Exception:
-                log.exception("governor %s: housekeeping failed", self.core.fingerprint)
-            await asyncio.sleep(1.0)
+        async def step() -> None:
+            await self.core.refresh()
+            await self.core.publish_status()
+            s = self.core.status()
+            _metrics().window_left.set(s["window_left"], tags=self._tag)
+            if s["daily_left"] is not None:
+                _metrics().daily_left.set(s["daily_left"], tags=self._tag)
+
+        await forever(f"governor {self.core.fingerprint}: housekeeping", step, log=log, pause=1.0)
 
     def __repr__(self) -> str:
         core = getattr(self, "core", None)
