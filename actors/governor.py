@@ -530,7 +530,7 @@ class GovernorCore:
                 break
             part = pending
             try:
-                result = await self._call(activation_id, lane, lambda c, part=part: send(c, part))
+                result = await self._call(activation_id, lane, _sending(send, part))
             except ValidationError as rejected:
                 named = _named_property_problems(rejected, part)
                 if named:
@@ -719,6 +719,14 @@ def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, st
 
 def _key(item: Any) -> str:
     return item.email if isinstance(item, ContactUpsert) else item.id
+
+
+def _sending(
+    send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]], part: list[Any]
+) -> Callable[[HubSpotClient], Awaitable[Any]]:
+    """``send`` with its inputs fixed: one operation for ``_call`` to retry, bound to this part
+    (a closure in the loop would see the loop's later ``part``)."""
+    return lambda c: send(c, part)
 
 
 def _without(item: Any, names: dict[str, str]) -> Any:
