@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,8 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-Scenario = Callable[[BenchStack, argparse.Namespace], Awaitable[dict[str, Any]]]
+# A coroutine, not any awaitable: run_scenario hands it to asyncio.run.
+Scenario = Callable[[BenchStack, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def code_state() -> dict[str, Any]:
@@ -234,7 +235,7 @@ def emit(title: str, rows: Iterable[Row], result: dict[str, Any], as_json: bool)
 
 def redis_of(stack: LocalStack) -> aioredis.Redis:
     assert stack.config is not None
-    return aioredis.Redis.from_url(stack.config.redis_url)
+    return aioredis.Redis.from_url(stack.config.resolve_redis_url())
 
 
 def publisher_of(stack: LocalStack, redis: aioredis.Redis) -> Publisher:
