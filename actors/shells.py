@@ -354,21 +354,21 @@ class _GovernorPort:
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
     ) -> WriteReport:
-        return await self._h.upsert.remote(activation_id, lane, contacts)  # type: ignore[no-any-return]
+        return await self._h.upsert.remote(activation_id, lane, contacts)
 
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
     ) -> WriteReport:
-        return await self._h.update.remote(activation_id, lane, records)  # type: ignore[no-any-return]
+        return await self._h.update.remote(activation_id, lane, records)
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self._h.read_ids.remote(activation_id, lane, emails)  # type: ignore[no-any-return]
+        return await self._h.read_ids.remote(activation_id, lane, emails)
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self._h.ensure_schema.remote(activation_id, specs)  # type: ignore[no-any-return]
+        return await self._h.ensure_schema.remote(activation_id, specs)
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._h.archive.remote(activation_id, name)  # type: ignore[no-any-return]
+        return await self._h.archive.remote(activation_id, name)
 
 
 class ActivationActor(_Located):

@@ -317,11 +317,11 @@ async def activation_handle(stack: LocalStack, activation_id: str, timeout: floa
 
 
 async def status(handle: Any) -> dict[str, Any]:
-    return await handle.status.remote()  # type: ignore[no-any-return]
+    return await handle.status.remote()
 
 
 async def actor_pid(handle: Any) -> int:
-    return await handle.__ray_call__.remote(lambda self: os.getpid())  # type: ignore[no-any-return]
+    return await handle.__ray_call__.remote(lambda self: os.getpid())
 
 
 def cpu_seconds(pid: int) -> float:

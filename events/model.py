@@ -299,8 +299,8 @@ _tag_decoder = msgspec.json.Decoder(_Tag)
 _cdp_decoder = msgspec.json.Decoder(CdpUnion)
 _control_decoder = msgspec.json.Decoder(ControlUnion)
 _encoder = msgspec.json.Encoder()
-CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)  # type: ignore[union-attr]
-CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)  # type: ignore[union-attr]
+CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)
+CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)
 
 
 def json_depth_exceeds(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -356,12 +356,12 @@ def _decode(
 
 def decode_cdp_event(raw: bytes | str) -> CdpEvent:
     """Decode one CDP event from JSON, or raise InvalidEvent with the reason."""
-    return _decode(raw, _cdp_decoder, CDP_TYPES, "CDP")  # type: ignore[no-any-return]
+    return _decode(raw, _cdp_decoder, CDP_TYPES, "CDP")
 
 
 def decode_control_event(raw: bytes | str) -> ControlEvent:
     """Decode one control-plane event from JSON, or raise InvalidEvent with the reason."""
-    return _decode(raw, _control_decoder, CONTROL_TYPES, "control")  # type: ignore[no-any-return]
+    return _decode(raw, _control_decoder, CONTROL_TYPES, "control")
 
 
 def encode(event: CdpEvent | ControlEvent) -> bytes:

@@ -579,7 +579,7 @@ def contact_view(c: s.ContactLookup) -> str:
 def console_routes(ctx: Context) -> list[BaseRoute]:
     def bind(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
-            return await handler(ctx, request)  # type: ignore[no-any-return]
+            return await handler(ctx, request)
 
         endpoint.__name__ = handler.__name__
         return endpoint
