@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -132,12 +133,13 @@ class _Handles:
         name = actor_name(kind, ident)
         handle = self._cache.get(name)
         if handle is None:
-            make = {
+            makers: dict[str, Callable[[Settings, Any], Any]] = {  # ident: a partition, or an id
                 "router": router_actor,
                 "activation": activation_actor,
                 "governor": governor_actor,
-            }[kind]
-            handle = self._cache[name] = make(self._settings, ident)  # type: ignore[operator]
+            }
+            make = makers[kind]
+            handle = self._cache[name] = make(self._settings, ident)
         return handle
 
     def forget(self, kind: str, ident: str | int) -> None:

@@ -562,7 +562,8 @@ def decode_entries(
             dead.append(DeadLetter.of(entry.stream, entry.id, problem, entry.raw, unread=oversize))
             continue
         try:
-            good.append((entry, decode(entry.raw)))  # type: ignore[arg-type]
+            # entry_problem parked every entry without a raw event: `or b""` only tells mypy
+            good.append((entry, decode(entry.raw or b"")))
         except Exception as exc:
             dead.append(DeadLetter.of(entry.stream, entry.id, describe_error(exc), entry.raw))
     return good, dead
