@@ -252,7 +252,7 @@ class GovernorCore:
             self._client = HubSpotClient(
                 token,
                 base_url=spec.base_url,
-                api_version=spec.api_version,  # type: ignore[arg-type]
+                api_version=spec.api_version,
                 http=self._http,
                 before_request=self._before_request,
                 after_response=self._after_response,

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from crm.tokens import token_fingerprint
 from events.activations import Activations
-from events.model import ActivationCreated, ActivationPaused, CdpEvent
+from events.model import ActivationCreated, ActivationPaused, CdpEvent, Plan
 from events.redis_server import RedisServer
 from events.secrets import Sealer, load_or_create_key
 from events.streams import Publisher, ensure_partitions
@@ -275,7 +275,7 @@ async def create_activation(
     *,
     audiences: Sequence[str] = (),
     attributes: Sequence[str] = (),
-    plan: str = "starter",
+    plan: Plan = "starter",
     paused: bool = False,
 ) -> float:
     """Create an activation against the emulator; returns the wall-clock time it was created."""
@@ -292,7 +292,7 @@ async def create_activation(
             ),
             token_fingerprint=token_fingerprint(token),
             base_url=stack.emulator.url,
-            plan=plan,  # type: ignore[arg-type]
+            plan=plan,
             audiences=tuple(audiences),
             attributes=tuple(attributes),
         ),

@@ -38,6 +38,7 @@ __all__ = [
     "ActivationDeleted",
     "ActivationPaused",
     "ActivationResumed",
+    "ApiVersion",
     "AttributeAdded",
     "AttributeChanged",
     "AttributeDefined",
@@ -67,6 +68,7 @@ __all__ = [
 ValueType = Literal["number", "string", "bool", "date", "datetime", "enumeration"]
 Plan = Literal["free", "starter", "professional", "enterprise", "addon"]
 Mode = Literal["upsert", "update_only"]
+ApiVersion = Literal["v3", "2026-03"]  # the same as crm.ApiVersion (events imports no crm)
 
 # CDP ids end up in Redis keys, actor names and HubSpot property names: keep them plain.
 Id = Annotated[
@@ -230,7 +232,7 @@ class ActivationCreated(ControlEvent, frozen=True, tag="activation_created"):
     token_sealed: str  # the access token, encrypted (hubsync.secrets); never the token itself
     token_fingerprint: str  # names the RateGovernor; safe to show
     base_url: str = "https://api.hubapi.com"
-    api_version: Literal["v3", "2026-03"] = "v3"
+    api_version: ApiVersion = "v3"
     plan: Plan = "starter"
     mode: Mode = "upsert"
     audiences: tuple[Id, ...] = ()

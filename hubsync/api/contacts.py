@@ -172,7 +172,7 @@ async def _read_hubspot(
         async with HubSpotClient(
             token,
             base_url=spec.base_url,
-            api_version=spec.api_version,  # type: ignore[arg-type]
+            api_version=spec.api_version,
             timeout=10.0,
         ) as client:
             record = await client.get_contact_by_email(email, names)
