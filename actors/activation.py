@@ -54,7 +54,15 @@ from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
 from events.snapshots import SnapshotStore
-from events.streams import SEQ_BITS, DeadLetter, DeadLetters, Keys, ensure_partitions, read_after
+from events.streams import (
+    SEQ_BITS,
+    DeadLetter,
+    DeadLetters,
+    Keys,
+    ensure_partitions,
+    read_after,
+    read_rows,
+)
 from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
 
 __all__ = ["ActivationCore", "GovernorPort"]
@@ -285,10 +293,10 @@ class ActivationCore:
         reply = await self._redis.xread(
             {inbox: self.state.inbox_id}, count=INBOX_PAGE, block=INBOX_BLOCK_MS
         )
-        for _, rows in reply or ():
+        for _, rows in read_rows(reply):
             for raw_id, fields in rows:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                await self._take(entry_id, fields.get(INBOX_FIELD))
+                await self._take(entry_id, (fields or {}).get(INBOX_FIELD))
                 await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
 
     async def _take(self, entry_id: str, payload: bytes | None) -> None:
@@ -778,7 +786,7 @@ class ActivationCore:
     def status(self) -> dict[str, Any]:
         stats = self.coalescer.stats()
         now = self._clock.now()
-        backfills = {}
+        backfills: dict[str, dict[str, float | bool | None]] = {}
         pending_backfill = stats.pending_backfill
         for key, b in self.state.backfills.items():
             if not b.loaded:

@@ -252,7 +252,7 @@ class GovernorCore:
             self._client = HubSpotClient(
                 token,
                 base_url=spec.base_url,
-                api_version=spec.api_version,  # type: ignore[arg-type]
+                api_version=spec.api_version,
                 http=self._http,
                 before_request=self._before_request,
                 after_response=self._after_response,
@@ -530,7 +530,7 @@ class GovernorCore:
                 break
             part = pending
             try:
-                result = await self._call(activation_id, lane, lambda c, part=part: send(c, part))
+                result = await self._call(activation_id, lane, _sending(send, part))
             except ValidationError as rejected:
                 named = _named_property_problems(rejected, part)
                 if named:
@@ -732,6 +732,14 @@ def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, st
 
 def _key(item: Any) -> str:
     return item.email if isinstance(item, ContactUpsert) else item.id
+
+
+def _sending(
+    send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]], part: list[Any]
+) -> Callable[[HubSpotClient], Awaitable[Any]]:
+    """``send`` with its inputs fixed: one operation for ``_call`` to retry, bound to this part
+    (a closure in the loop would see the loop's later ``part``)."""
+    return lambda c: send(c, part)
 
 
 def _without(item: Any, names: dict[str, str]) -> Any:

@@ -56,6 +56,8 @@ __all__ = ["INBOX_FIELD", "RouterCore", "RouterStats"]
 
 log = logging.getLogger("hubsync.router")
 
+_Change = AudienceEntered | AudienceLeft | AttributeChanged  # what a change stream may carry
+
 GROUP = "routers"
 TRIM_EVERY_S = 1.0  # how often a Router trims its change stream (XINFO + XPENDING + XTRIM)
 INBOX_FIELD = b"c"
@@ -169,14 +171,14 @@ class RouterCore:
         # Every step: a redefined enumeration's options, an audience deleted or defined again,
         # are followed without a restart. It is one XRANGE from the last id folded.
         await self._catalog.refresh(self._redis, self._keys)
-        valid: list[tuple[int, CdpEvent, str, str]] = []
+        valid: list[tuple[int, _Change, str, str]] = []
         for entry, event in decoded:
             try:
-                key, value = self._check(event)
+                change, key, value = self._check(event)
             except Exception as exc:  # whatever one entry raises parks that entry, not the batch
                 dead.append(DeadLetter.of(entry.stream, entry.id, describe_error(exc), entry.raw))
                 continue
-            valid.append((entry.position, event, key, value))
+            valid.append((entry.position, change, key, value))
         self._projection_position = await self._projections.apply(
             self.partition,
             [(pos, event) for pos, event, _, _ in valid],
@@ -188,14 +190,21 @@ class RouterCore:
         routes: dict[str, list[Change]] = defaultdict(list)
         for pos, event, key, value in valid:
             for activation_id in self._subscribers.get(key, ()):
-                routes[activation_id].append(Change(event.email, key, value, pos))  # type: ignore[attr-defined]
+                routes[activation_id].append(Change(event.email, key, value, pos))
         return _Step(entries, dead, dict(routes))
 
-    def _check(self, event: CdpEvent) -> tuple[str, str]:
-        """The property key and HubSpot value of a change, or raise with the reason to park it."""
+    def _check(self, event: CdpEvent) -> tuple[_Change, str, str]:
+        """The change with its property key and HubSpot value, or raise with the reason to park
+        it."""
+        if not isinstance(event, AudienceEntered | AudienceLeft | AttributeChanged):
+            kind = type(event).__name__
+            raise InvalidEvent(
+                f"{kind} is a catalog event: publish it to {self._keys.catalog}, "
+                "not to a change stream"
+            )
         key, value = self._property(event)
-        self._check_partition(event.email)  # type: ignore[attr-defined]
-        return key, value
+        self._check_partition(event.email)
+        return event, key, value
 
     def _check_partition(self, email: str) -> None:
         # One contact, one partition: an entry a producer hashed differently would split the
@@ -211,7 +220,7 @@ class RouterCore:
                 "partitions differently (hubsync publish and events.Publisher do it right)"
             )
 
-    def _property(self, event: CdpEvent) -> tuple[str, str]:
+    def _property(self, event: _Change) -> tuple[str, str]:
         match event:
             case AudienceEntered(audience_id=aid) | AudienceLeft(audience_id=aid):
                 problem = self._catalog.audience_problem(aid)
@@ -229,10 +238,6 @@ class RouterCore:
                 except ValueFormatError as exc:
                     raise InvalidEvent(f"attribute {attr!r}: {exc}") from None
                 return f"t:{attr}", text
-        kind = type(event).__name__
-        raise InvalidEvent(
-            f"{kind} is a catalog event: publish it to {self._keys.catalog}, not to a change stream"
-        )
 
     async def _trim_now_and_then(self) -> None:
         """Trim this partition's change stream to what some group still needs, about once a

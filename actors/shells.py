@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -134,12 +135,13 @@ class _Handles:
         name = actor_name(kind, ident)
         handle = self._cache.get(name)
         if handle is None:
-            make = {
+            makers: dict[str, Callable[[Settings, Any], Any]] = {  # ident: a partition, or an id
                 "router": router_actor,
                 "activation": activation_actor,
                 "governor": governor_actor,
-            }[kind]
-            handle = self._cache[name] = make(self._settings, ident)  # type: ignore[operator]
+            }
+            make = makers[kind]
+            handle = self._cache[name] = make(self._settings, ident)
         return handle
 
     def forget(self, kind: str, ident: str | int) -> None:
@@ -357,21 +359,21 @@ class _GovernorPort:
     async def upsert(
         self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
     ) -> WriteReport:
-        return await self._h.upsert.remote(activation_id, lane, contacts)  # type: ignore[no-any-return]
+        return await self._h.upsert.remote(activation_id, lane, contacts)
 
     async def update(
         self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
     ) -> WriteReport:
-        return await self._h.update.remote(activation_id, lane, records)  # type: ignore[no-any-return]
+        return await self._h.update.remote(activation_id, lane, records)
 
     async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self._h.read_ids.remote(activation_id, lane, emails)  # type: ignore[no-any-return]
+        return await self._h.read_ids.remote(activation_id, lane, emails)
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self._h.ensure_schema.remote(activation_id, specs)  # type: ignore[no-any-return]
+        return await self._h.ensure_schema.remote(activation_id, specs)
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._h.archive.remote(activation_id, name)  # type: ignore[no-any-return]
+        return await self._h.archive.remote(activation_id, name)
 
 
 class ActivationActor(_Located):

@@ -57,7 +57,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             ]
         )
         big_members = [f"bf{i:07d}@example.com" for i in range(n)]
-        await Publisher(redis, stack.config.keys, stack.config.partitions, batch=2000).publish(  # type: ignore[union-attr]
+        config = stack.config
+        assert config is not None  # set once the stack has started, as it has here
+        await Publisher(redis, config.keys, config.partitions, batch=2000).publish(
             [AudienceEntered(audience_id="big", email=e) for e in big_members]
         )
         await h.wait_routed(stack, redis)

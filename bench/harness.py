@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from crm.tokens import token_fingerprint
 from events.activations import Activations
-from events.model import ActivationCreated, ActivationPaused, CdpEvent
+from events.model import ActivationCreated, ActivationPaused, CdpEvent, Plan
 from events.redis_server import RedisServer
 from events.secrets import Sealer, load_or_create_key
 from events.streams import Publisher, ensure_partitions
@@ -129,7 +129,8 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-Scenario = Callable[[BenchStack, argparse.Namespace], Awaitable[dict[str, Any]]]
+# A coroutine, not any awaitable: run_scenario hands it to asyncio.run.
+Scenario = Callable[[BenchStack, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def code_state() -> dict[str, Any]:
@@ -234,7 +235,7 @@ def emit(title: str, rows: Iterable[Row], result: dict[str, Any], as_json: bool)
 
 def redis_of(stack: LocalStack) -> aioredis.Redis:
     assert stack.config is not None
-    return aioredis.Redis.from_url(stack.config.redis_url)
+    return aioredis.Redis.from_url(stack.config.resolve_redis_url())
 
 
 def publisher_of(stack: LocalStack, redis: aioredis.Redis) -> Publisher:
@@ -274,7 +275,7 @@ async def create_activation(
     *,
     audiences: Sequence[str] = (),
     attributes: Sequence[str] = (),
-    plan: str = "starter",
+    plan: Plan = "starter",
     paused: bool = False,
 ) -> float:
     """Create an activation against the emulator; returns the wall-clock time it was created."""
@@ -291,7 +292,7 @@ async def create_activation(
             ),
             token_fingerprint=token_fingerprint(token),
             base_url=stack.emulator.url,
-            plan=plan,  # type: ignore[arg-type]
+            plan=plan,
             audiences=tuple(audiences),
             attributes=tuple(attributes),
         ),
@@ -316,11 +317,11 @@ async def activation_handle(stack: LocalStack, activation_id: str, timeout: floa
 
 
 async def status(handle: Any) -> dict[str, Any]:
-    return await handle.status.remote()  # type: ignore[no-any-return]
+    return await handle.status.remote()
 
 
 async def actor_pid(handle: Any) -> int:
-    return await handle.__ray_call__.remote(lambda self: os.getpid())  # type: ignore[no-any-return]
+    return await handle.__ray_call__.remote(lambda self: os.getpid())
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,7 +35,7 @@ from events.model import (
     AudienceLeft,
     CdpEvent,
 )
-from events.streams import Keys, Publisher
+from events.streams import Keys, Publisher, read_rows
 
 GOAL_RATIO = 0.5
 READ_COUNT = 2000  # what RouterCore reads per XREADGROUP
@@ -80,9 +80,9 @@ def _prefill(args: argparse.Namespace, published: dict[str, Any]) -> Any:
                 )
                 events = workload(args.changes, args.contacts)
                 started = time.monotonic()
-                await Publisher(
-                    redis, stack.config.keys, stack.config.partitions, batch=2000
-                ).publish(events)  # type: ignore[union-attr]
+                config = stack.config
+                assert config is not None  # set once the stack has started, as it has here
+                await Publisher(redis, config.keys, config.partitions, batch=2000).publish(events)
                 published["publish_rate"] = len(events) / (time.monotonic() - started)
                 published["events"] = events
             finally:
@@ -117,7 +117,7 @@ async def raw_rate(redis_url: str, events: list[CdpEvent], partitions: int) -> t
                 )
                 if not reply:
                     return done
-                ids = [i for _, rows in reply for i, _ in rows]
+                ids = [i for _, rows in read_rows(reply) for i, _ in rows]
                 await conn.xack(keys.changes(p), "raw", *ids)
                 done += len(ids)
         finally:
@@ -169,8 +169,8 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     h.log(f"pipeline: {rate_10_90:,.0f} changes/s (10-90%); measuring raw XREADGROUP+XACK")
     redis_cpu0, own_cpu0 = h.cpu_seconds(pids["redis"]), time.process_time()
     raw, raw_count = await raw_rate(
-        stack.config.redis_url, published["events"], stack.config.partitions
-    )  # type: ignore[arg-type]
+        stack.config.resolve_redis_url(), published["events"], stack.config.partitions
+    )
     raw_cpu = {
         "redis (incl. the XADDs that fill the raw streams)": h.cpu_seconds(pids["redis"])
         - redis_cpu0,

@@ -23,14 +23,13 @@ from events.model import (
     AttributeDefined,
     AudienceDefined,
     AudienceEntered,
-    CdpEvent,
 )
 
 GOAL_P99 = 2.0
 
 
-def trickle(prefix: str, count: int) -> list[CdpEvent]:
-    events: list[CdpEvent] = []
+def trickle(prefix: str, count: int) -> list[AudienceEntered | AttributeChanged]:
+    events: list[AudienceEntered | AttributeChanged] = []
     for i in range(count):
         email = f"{prefix}{i:07d}@example.com"
         if i % 2 == 0:

@@ -32,7 +32,6 @@ from events.model import (
     AudienceDefined,
     AudienceEntered,
     AudienceLeft,
-    CdpEvent,
     encode,
 )
 from events.streams import EVENT_FIELD, partition_of
@@ -40,7 +39,7 @@ from events.streams import EVENT_FIELD, partition_of
 TICK = 0.05
 
 
-def event(i: int, contacts: int) -> CdpEvent:
+def event(i: int, contacts: int) -> AudienceEntered | AudienceLeft | AttributeChanged:
     email = f"ld{(i * 7919) % contacts:07d}@example.com"
     kind = i % 10
     if kind < 4:
@@ -56,7 +55,7 @@ def prepared(count: int, contacts: int, partitions: int, keys: Any) -> list[tupl
     out = []
     for i in range(count):
         e = event(i, contacts)
-        out.append((keys.changes(partition_of(e.email, partitions)), encode(e)))  # type: ignore[attr-defined]
+        out.append((keys.changes(partition_of(e.email, partitions)), encode(e)))
     return out
 
 

@@ -397,19 +397,28 @@ class Run:
     async def sdk_storm(self, peer: str, storm: Storm, setup: SdkPeer) -> dict[str, Any]:
         emails = _emails(f"{peer}-storm-", storm.contacts)
         prop = sdk_property(peer)  # made by the throughput job
-        await asyncio.to_thread(
-            lambda: [setup.upsert(b, prop) for b in naive_batches((e, True) for e in emails)]
-        )
+
+        def seed() -> None:
+            for batch in naive_batches((e, True) for e in emails):
+                setup.upsert(batch, prop)
+
+        await asyncio.to_thread(seed)
         token = _token()
         sdk = self.sdk(token)
         changes = storm.changes(emails)
         before = await self.contacts()
         h.log(f"storm [{peer}]: {len(changes):,} changes")
         started = time.monotonic()
-        if peer == "sdk_patch":
-            await asyncio.to_thread(lambda: [sdk.patch(e, m, prop) for e, m in changes])
-        else:
-            await asyncio.to_thread(lambda: [sdk.upsert(b, prop) for b in naive_batches(changes)])
+
+        def send() -> None:  # one call per change (patch), or HubSpot's batches of 100 (upsert)
+            if peer == "sdk_patch":
+                for email, member in changes:
+                    sdk.patch(email, member, prop)
+            else:
+                for batch in naive_batches(changes):
+                    sdk.upsert(batch, prop)
+
+        await asyncio.to_thread(send)
         took = time.monotonic() - started
         stats = _token_stats(await h.emulator_stats(self.stack), token)
         out = self._storm(storm, emails, prop, before, await self.contacts())

@@ -316,7 +316,7 @@ async def actor_pids(namespace: str) -> dict[str, int]:
 
     async def pid(name: str) -> int | None:
         try:
-            where = await asyncio.wait_for(
+            where: dict[str, Any] = await asyncio.wait_for(
                 ray.get_actor(name, namespace=namespace).where.remote(), 5.0
             )
         except Exception:  # restarting or gone: no sample this time

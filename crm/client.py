@@ -201,6 +201,7 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
 # HubSpot's schemas mark `errors`, `links` and `context` of a StandardError required and property
 # values as strings, but HubSpot itself is not always strict: members may be missing or null,
 # `subCategory` is an object in one schema and a string in another, a value may be null or "".
+# A member that may be missing is None here, and the code reads it with `or` (typed, no surprise).
 
 
 class _StandardError(msgspec.Struct):
@@ -212,12 +213,6 @@ class _StandardError(msgspec.Struct):
     errors: list[Any] | None = None
     policyName: str | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.context, dict):
-            self.context = {}
-        if not isinstance(self.errors, list):
-            self.errors = []
-
 
 class _Record(msgspec.Struct):
     id: str
@@ -225,28 +220,16 @@ class _Record(msgspec.Struct):
     new: bool | None = None
     objectWriteTraceId: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.properties is None:
-            self.properties = {}
-
 
 class _BatchResponse(msgspec.Struct):
     results: list[_Record] | None = None
     errors: list[_StandardError] | None = None
     status: str | None = None
 
-    def __post_init__(self) -> None:
-        self.results = self.results or []
-        self.errors = self.errors or []
-
 
 class _PropertyBatch(msgspec.Struct):
     results: list[dict[str, Any]] | None = None
     errors: list[_StandardError] | None = None
-
-    def __post_init__(self) -> None:
-        self.results = self.results or []
-        self.errors = self.errors or []
 
 
 class _TokenInfo(msgspec.Struct):
@@ -263,7 +246,7 @@ _encode = msgspec.json.encode
 
 
 def _context_list(error: _StandardError, key: str) -> list[str]:
-    value = error.context.get(key) if isinstance(error.context, dict) else None
+    value = (error.context or {}).get(key)
     if isinstance(value, list):
         return [str(v) for v in value]
     return [str(value)] if value is not None else []
@@ -290,7 +273,8 @@ def _property_errors(error: _StandardError) -> tuple[PropertyError, ...]:
     for detail in error.errors or ():
         if not isinstance(detail, dict):
             continue
-        context = detail.get("context") if isinstance(detail.get("context"), dict) else {}
+        raw_context = detail.get("context")
+        context = raw_context if isinstance(raw_context, dict) else {}
         names = context.get("propertyName") or []
         for name in [detail.get("in"), *(names if isinstance(names, list) else [names])]:
             add(name, detail.get("code") or detail.get("subCategory"), detail.get("message"))
@@ -462,7 +446,7 @@ class HubSpotClient:
             return AuthenticationError("HubSpot rejected the access token (401).", **common)
         if status == 403:
             scopes: list[str] = []
-            for detail in body.errors:
+            for detail in body.errors or ():
                 context = detail.get("context", {}) if isinstance(detail, dict) else {}
                 for key in ("requiredGranularScopes", "requiredScopes"):
                     scopes.extend(str(s) for s in context.get(key, ()))
@@ -486,7 +470,7 @@ class HubSpotClient:
             return ValidationError(
                 "HubSpot refused the request as invalid (400).",
                 ids=_context_list(body, "ids"),
-                details=body.errors,
+                details=body.errors or [],
                 property_errors=_property_errors(body),
                 **common,
             )
@@ -590,10 +574,10 @@ class HubSpotClient:
         trace_of = dict(zip(keys, traces, strict=True))
         known_keys = set(keys)
         outcome: dict[str, WriteResult] = {}
-        for record in parsed.results:
+        for record in parsed.results or ():
             key = by_trace.get(record.objectWriteTraceId or "")
             if key is None:
-                email = record.properties.get("email")
+                email = (record.properties or {}).get("email")
                 key = (email or "").lower() if by_email else record.id
             if key not in known_keys:
                 continue
@@ -602,7 +586,7 @@ class HubSpotClient:
                 key=key, status=status, trace_id=trace_of[key], contact_id=record.id
             )
         unattributed: list[_StandardError] = []
-        for error in parsed.errors:
+        for error in parsed.errors or ():
             hit = [by_trace[t] for t in _context_list(error, "objectWriteTraceId") if t in by_trace]
             if not hit:
                 ids = _context_list(error, "ids")
@@ -626,16 +610,16 @@ class HubSpotClient:
         for key, trace in zip(keys, traces, strict=True):
             result = outcome.get(key)
             if result is None:
-                error = unattributed[0] if len(unattributed) == 1 else None
+                sole = unattributed[0] if len(unattributed) == 1 else None
                 result = WriteResult(
                     key=key,
                     status=WriteStatus.FAILED,
                     trace_id=trace,
-                    category=error.category if error else "MISSING_RESULT",
-                    message=error.message
-                    if error
+                    category=sole.category if sole else "MISSING_RESULT",
+                    message=sole.message
+                    if sole
                     else "HubSpot returned no result for this input; treat it as not written.",
-                    property_errors=_property_errors(error) if error else (),
+                    property_errors=_property_errors(sole) if sole else (),
                 )
             results.append(result)
         return BatchWriteResult(
@@ -675,12 +659,11 @@ class HubSpotClient:
                 operation="read contacts",
             ) from None
         found: dict[str, ContactRecord] = {}
-        for record in parsed.results:
-            email = (record.properties.get("email") or "").lower() or None
+        for record in parsed.results or ():
+            values = record.properties or {}
+            email = (values.get("email") or "").lower() or None
             if email is not None:
-                found[email] = ContactRecord(
-                    id=record.id, email=email, properties=record.properties
-                )
+                found[email] = ContactRecord(id=record.id, email=email, properties=values)
         missing = tuple(e for e in wanted if e not in found)
         if not parsed.results and not parsed.errors:
             raise UnexpectedResponseError(
@@ -705,9 +688,8 @@ class HubSpotClient:
         except NotFoundError:
             return None
         record = msgspec.json.decode(response.content, type=_Record)
-        return ContactRecord(
-            id=record.id, email=record.properties.get("email"), properties=record.properties
-        )
+        values = record.properties or {}
+        return ContactRecord(id=record.id, email=values.get("email"), properties=values)
 
     # ---- the token itself ----------------------------------------------------------------------
 
@@ -795,7 +777,7 @@ class HubSpotClient:
                     "dataSensitivity": "non_sensitive",
                 },
             )
-            for prop in _decode_property_batch(response.content).results:
+            for prop in _decode_property_batch(response.content).results or ():
                 if prop.get("name") in chunk and bool(prop.get("archived")) == archived:
                     found[prop["name"]] = prop
         return found
@@ -858,9 +840,9 @@ class HubSpotClient:
             json={"inputs": [s.to_create_body() for s in specs]},
         )
         parsed = _decode_property_batch(response.content)
-        created = {p.get("name") for p in parsed.results}
+        created = {p.get("name") for p in parsed.results or ()}
         failures = []
-        for error in parsed.errors:
+        for error in parsed.errors or ():
             names = _context_list(error, "name")
             if error.category in ("OBJECT_ALREADY_EXISTS", "CONFLICT") and names:
                 for name in names:  # created meanwhile, or archived: read which

@@ -52,7 +52,6 @@ class HubSpotError(Exception):
     """Base of every HubSpot failure. `retryable` tells whether the same call may succeed later."""
 
     retryable: bool = False
-    advice: str = "Check the request and HubSpot's message."
 
     def __init__(
         self,
@@ -75,6 +74,12 @@ class HubSpotError(Exception):
         self.operation = operation
         self.body = body
         super().__init__(self._render())
+
+    @property
+    def advice(self) -> str:
+        """What to do about it. Read-only: a subclass sets a plain class attribute, or a property
+        when the advice depends on the error (a writable attribute could not be overridden so)."""
+        return "Check the request and HubSpot's message."
 
     def _render(self) -> str:
         parts = [self.what]
@@ -107,7 +112,7 @@ class MissingScopesError(HubSpotError):
         super().__init__(what, **kwargs)
 
     @property
-    def advice(self) -> str:  # type: ignore[override]
+    def advice(self) -> str:
         named = ", ".join(self.scopes) if self.scopes else "the scopes HubSpot names"
         return (
             f"Grant the token these scopes in HubSpot (private app or service key settings): "
@@ -135,7 +140,7 @@ class RateLimitedError(HubSpotError):
         return self.policy == "DAILY"
 
     @property
-    def advice(self) -> str:  # type: ignore[override]
+    def advice(self) -> str:
         if self.is_daily:
             return (
                 "The account's daily API budget is spent; calls resume after midnight in the "

@@ -30,6 +30,7 @@ from events.model import (
     ActivationDeleted,
     ActivationPaused,
     ActivationResumed,
+    ApiVersion,
     AttributeAdded,
     AttributeRemoved,
     AudienceAdded,
@@ -156,7 +157,7 @@ class ActivationSpec(msgspec.Struct, kw_only=True):
     token_sealed: str
     token_fingerprint: str
     base_url: str
-    api_version: str
+    api_version: ApiVersion
     plan: Plan
     mode: Mode
     audiences: dict[str, int] = {}  # audience id -> position of the event that added it

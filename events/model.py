@@ -28,7 +28,7 @@ import datetime as dt
 import math
 import re
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -40,6 +40,7 @@ __all__ = [
     "ActivationDeleted",
     "ActivationPaused",
     "ActivationResumed",
+    "ApiVersion",
     "AttributeAdded",
     "AttributeChanged",
     "AttributeDefined",
@@ -139,7 +140,8 @@ class _HasEmail:
 
     def __post_init__(self) -> None:
         # ValueError raised here surfaces as msgspec.ValidationError when decoding.
-        force_setattr(self, "email", normalise_email(self.email))
+        # Only ever mixed into a Struct (the events below); force_setattr needs to know that.
+        force_setattr(cast("msgspec.Struct", self), "email", normalise_email(self.email))
         at = getattr(self, "at", None)
         if at is not None and at.tzinfo is not None:
             _utc(at)  # an 'at' that overflows in UTC would raise later, far from its entry
@@ -149,31 +151,35 @@ class _HasEmail:
 
 
 class CdpEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Base of every event the CDP writes to the change and catalog streams."""
+    """Base of every event the CDP writes to the change and catalog streams.
+
+    msgspec passes ``frozen`` on to subclasses, type checkers do not (PEP 681): each subclass
+    repeats ``frozen=True`` so mypy knows it too.
+    """
 
 
-class AudienceDefined(CdpEvent, tag="audience_defined"):
+class AudienceDefined(CdpEvent, frozen=True, tag="audience_defined"):
     audience_id: Id
     name: Name
 
 
-class AudienceEntered(_HasEmail, CdpEvent, tag="audience_entered"):
+class AudienceEntered(_HasEmail, CdpEvent, frozen=True, tag="audience_entered"):
     audience_id: Id
     email: str
     at: dt.datetime | None = None
 
 
-class AudienceLeft(_HasEmail, CdpEvent, tag="audience_left"):
+class AudienceLeft(_HasEmail, CdpEvent, frozen=True, tag="audience_left"):
     audience_id: Id
     email: str
     at: dt.datetime | None = None
 
 
-class AudienceDeleted(CdpEvent, tag="audience_deleted"):
+class AudienceDeleted(CdpEvent, frozen=True, tag="audience_deleted"):
     audience_id: Id
 
 
-class AttributeDefined(CdpEvent, tag="attribute_defined"):
+class AttributeDefined(CdpEvent, frozen=True, tag="attribute_defined"):
     attribute_id: Id
     name: Name
     value_type: ValueType
@@ -188,14 +194,14 @@ class AttributeDefined(CdpEvent, tag="attribute_defined"):
             raise ValueError(f"attribute {self.attribute_id!r}: 'options' has duplicates")
 
 
-class AttributeChanged(_HasEmail, CdpEvent, tag="attribute_changed"):
+class AttributeChanged(_HasEmail, CdpEvent, frozen=True, tag="attribute_changed"):
     attribute_id: Id
     email: str
     value: Value
     at: dt.datetime | None = None
 
 
-class AttributeDeleted(CdpEvent, tag="attribute_deleted"):
+class AttributeDeleted(CdpEvent, frozen=True, tag="attribute_deleted"):
     attribute_id: Id
 
 
@@ -214,12 +220,15 @@ CdpUnion = (
 
 
 class ControlEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Base of every event on the control stream; each concerns one activation."""
+    """Base of every event on the control stream; each concerns one activation.
+
+    Subclasses repeat ``frozen=True`` for type checkers, as CdpEvent's do.
+    """
 
     activation_id: Id
 
 
-class ActivationCreated(ControlEvent, tag="activation_created"):
+class ActivationCreated(ControlEvent, frozen=True, tag="activation_created"):
     name: Name
     token_sealed: str  # the access token, encrypted (hubsync.secrets); never the token itself
     token_fingerprint: str  # names the RateGovernor; safe to show
@@ -231,39 +240,39 @@ class ActivationCreated(ControlEvent, tag="activation_created"):
     attributes: tuple[Id, ...] = ()
 
 
-class AudienceAdded(ControlEvent, tag="audience_added"):
+class AudienceAdded(ControlEvent, frozen=True, tag="audience_added"):
     audience_id: Id
 
 
-class AudienceRemoved(ControlEvent, tag="audience_removed"):
+class AudienceRemoved(ControlEvent, frozen=True, tag="audience_removed"):
     audience_id: Id
 
 
-class AttributeAdded(ControlEvent, tag="attribute_added"):
+class AttributeAdded(ControlEvent, frozen=True, tag="attribute_added"):
     attribute_id: Id
 
 
-class AttributeRemoved(ControlEvent, tag="attribute_removed"):
+class AttributeRemoved(ControlEvent, frozen=True, tag="attribute_removed"):
     attribute_id: Id
 
 
-class ActivationPaused(ControlEvent, tag="activation_paused"):
+class ActivationPaused(ControlEvent, frozen=True, tag="activation_paused"):
     reason: str = ""
 
 
-class ActivationResumed(ControlEvent, tag="activation_resumed"):
+class ActivationResumed(ControlEvent, frozen=True, tag="activation_resumed"):
     pass
 
 
-class ActivationDeleted(ControlEvent, tag="activation_deleted"):
+class ActivationDeleted(ControlEvent, frozen=True, tag="activation_deleted"):
     pass
 
 
-class ResyncRequested(ControlEvent, tag="resync_requested"):
+class ResyncRequested(ControlEvent, frozen=True, tag="resync_requested"):
     """Re-send every current value (repair after someone edited HubSpot by hand)."""
 
 
-class TokenResealed(ControlEvent, tag="token_resealed"):
+class TokenResealed(ControlEvent, frozen=True, tag="token_resealed"):
     """The same token, sealed again in the current format (bound to the activation)."""
 
     token_sealed: str
@@ -293,8 +302,8 @@ _tag_decoder = msgspec.json.Decoder(_Tag)
 _cdp_decoder = msgspec.json.Decoder(CdpUnion)
 _control_decoder = msgspec.json.Decoder(ControlUnion)
 _encoder = msgspec.json.Encoder()
-CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)  # type: ignore[union-attr]
-CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)  # type: ignore[union-attr]
+CDP_TYPES = frozenset(t.__struct_config__.tag for t in CdpUnion.__args__)
+CONTROL_TYPES = frozenset(t.__struct_config__.tag for t in ControlUnion.__args__)
 
 
 def json_depth_exceeds(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -350,12 +359,12 @@ def _decode(
 
 def decode_cdp_event(raw: bytes | str) -> CdpEvent:
     """Decode one CDP event from JSON, or raise InvalidEvent with the reason."""
-    return _decode(raw, _cdp_decoder, CDP_TYPES, "CDP")  # type: ignore[no-any-return]
+    return _decode(raw, _cdp_decoder, CDP_TYPES, "CDP")
 
 
 def decode_control_event(raw: bytes | str) -> ControlEvent:
     """Decode one control-plane event from JSON, or raise InvalidEvent with the reason."""
-    return _decode(raw, _control_decoder, CONTROL_TYPES, "control")  # type: ignore[no-any-return]
+    return _decode(raw, _control_decoder, CONTROL_TYPES, "control")
 
 
 def encode(event: CdpEvent | ControlEvent) -> bytes:

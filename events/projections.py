@@ -14,9 +14,11 @@ Layout per partition p (all keys share the hash tag ``{p<p>}``)::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from events.model import AttributeChanged, AudienceEntered, AudienceLeft, CdpEvent, Value
 from events.streams import Keys
@@ -25,6 +27,12 @@ __all__ = ["Member", "Projections", "ValueRow"]
 
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(tuple[int, Value]).decode
+
+
+def _hash(reply: object) -> dict[bytes, bytes]:
+    """An HGETALL reply or an HSCAN page as Redis gives it over RESP2 without decoding (how
+    events.connection connects): field -> value, both bytes."""
+    return cast("dict[bytes, bytes]", reply)
 
 
 class Member(msgspec.Struct, frozen=True):
@@ -65,7 +73,7 @@ class Projections:
         # Net effect per key and email first (the last by position wins), then one HSET and one
         # HDEL per key: a batch of thousands of changes is a handful of commands.
         k = self._keys
-        sets: dict[str, dict[str, bytes | int]] = {}
+        sets: dict[str, dict[FieldT, EncodableT]] = {}  # redis-py's types: hset takes them as is
         dels: dict[str, set[str]] = {}
 
         def put(key: str, email: str, value: bytes | int) -> None:
@@ -124,8 +132,8 @@ class Projections:
             key = self._keys.members(p, audience_id)
             cursor = 0
             while True:
-                cursor, rows = await self._redis.hscan(key, cursor, count=page)
-                if rows:
+                cursor, reply = await self._redis.hscan(key, cursor, count=page)
+                if rows := _hash(reply):
                     yield [Member(e.decode(), int(v)) for e, v in rows.items()]
                 if cursor == 0:
                     break
@@ -138,24 +146,26 @@ class Projections:
             key = self._keys.values(p, attribute_id)
             cursor = 0
             while True:
-                cursor, rows = await self._redis.hscan(key, cursor, count=page)
-                if rows:
+                cursor, reply = await self._redis.hscan(key, cursor, count=page)
+                if rows := _hash(reply):
                     yield [ValueRow(e.decode(), *_unpack(v)) for e, v in rows.items()]
                 if cursor == 0:
                     break
 
-    async def dump(self, p: int) -> dict[str, dict[str, bytes]]:
-        """Everything partition p holds, for comparing two projections (tests, verification)."""
-        out: dict[str, dict[str, bytes]] = {}
+    async def dump(self, p: int) -> dict[str, dict[str, bytes | None]]:
+        """Everything partition p holds, for comparing two projections (tests, verification):
+        per key, its hash's fields, or its string value under ""."""
+        out: dict[str, dict[str, bytes | None]] = {}
         prefix = self._keys.members(p, "")[: -len("members:")]
         async for key in self._redis.scan_iter(
             match=prefix.replace("{", "\\{").replace("}", "\\}") + "*"
         ):
             name = key.decode()[len(prefix) :]
             kind = await self._redis.type(key)
-            out[name] = (
-                await self._redis.hgetall(key)
-                if kind == b"hash"
-                else {"": await self._redis.get(key)}
-            )
+            if kind == b"hash":
+                out[name] = {
+                    f.decode(): v for f, v in _hash(await self._redis.hgetall(key)).items()
+                }
+            else:  # None if the key went since SCAN saw it
+                out[name] = {"": cast("bytes | None", await self._redis.get(key))}
         return out

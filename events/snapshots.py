@@ -7,6 +7,7 @@ positions it records. Saving replaces the previous snapshot atomically (one HSET
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -38,7 +39,8 @@ class SnapshotStore:
         await self._redis.set(self._keys.snapshot(name), _encode(snap))
 
     async def load(self, name: str) -> Snapshot | None:
-        raw = await self._redis.get(self._keys.snapshot(name))
+        # GET over RESP2 without decoding (events.connection): the bytes, or None
+        raw = cast("bytes | None", await self._redis.get(self._keys.snapshot(name)))
         return None if raw is None else _decode(raw)
 
     async def delete(self, name: str) -> None:

@@ -28,6 +28,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -62,7 +63,9 @@ __all__ = [
     "lenient_fields",
     "partition_of",
     "position",
+    "range_rows",
     "read_after",
+    "read_rows",
     "trim_acknowledged",
     "trim_floor",
 ]
@@ -74,6 +77,25 @@ MAX_ENTRY_BYTES = 64 * 1024  # an entry larger than this is parked unread (HUBSY
 DEAD_RAW_BYTES = 4 * 1024  # a dead letter keeps at most this much of the entry
 DEAD_LETTERS_MAX = 100_000  # the dead-letter stream's length cap (HUBSYNC_DEAD_LETTERS_MAX)
 MAX_REASON = 1_000  # characters of a reason kept: reasons quote input, input may be huge
+
+# --- stream replies, typed where they enter ---------------------------------------------------
+# redis-py types a reply for every protocol and decoding at once (RESP2 or RESP3, bytes or str).
+# hubsync's connections (events.connection) speak RESP2 without decode_responses; these are the
+# shapes Redis then returns, named once and given to the rest of the code.
+
+Fields = dict[bytes, bytes]
+RangeRow = tuple[bytes, Fields]  # XRANGE / XREVRANGE: an entry id and its fields
+ReadRow = tuple[bytes, Fields | None]  # XREAD(GROUP): None for a pending entry deleted (XDEL)
+
+
+def range_rows(reply: object) -> list[RangeRow]:
+    """An XRANGE or XREVRANGE reply: a list of [id, fields] rows, oldest (or newest) first."""
+    return cast("list[RangeRow]", reply or [])
+
+
+def read_rows(reply: object) -> list[tuple[bytes, list[ReadRow]]]:
+    """An XREAD or XREADGROUP reply: per stream read, [name, rows]; None (timed out) is []."""
+    return cast("list[tuple[bytes, list[ReadRow]]]", reply or [])
 
 
 def position(stream_id: bytes | str) -> int:
@@ -216,7 +238,7 @@ async def read_after(
 ) -> AsyncIterator[tuple[str, bytes | None]]:
     """Every entry of ``stream`` after ``last_id``, in order, as (id, the field's raw value):
     how a process folds a small stream (control, catalog, an inbox) from where it stood."""
-    while rows := await redis.xrange(stream, min=f"({last_id}", count=page):
+    while rows := range_rows(await redis.xrange(stream, min=f"({last_id}", count=page)):
         for raw_id, fields in rows:
             last_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             yield last_id, fields.get(field)
@@ -305,9 +327,7 @@ class StreamConsumer:
                 raise
             await self.ensure_group()  # the stream was deleted under us: start again
             return []
-        if not reply:
-            return []
-        rows = [(i, f) for _, stream_rows in reply for i, f in stream_rows]
+        rows = [(i, f) for _, stream_rows in read_rows(reply) for i, f in stream_rows]
         gone = [i for i, f in rows if f is None]
         if gone:  # pending entries deleted (XDEL) under us: nothing to do but forget them
             await self._redis.xack(self.stream, self.group, *gone)
@@ -475,7 +495,7 @@ class DeadLetters:
 
     async def list(self, count: int = 100) -> list[DeadLetter]:
         """The newest ``count`` dead letters, newest first."""
-        rows = await self._redis.xrevrange(self._keys.dead, count=count)
+        rows = range_rows(await self._redis.xrevrange(self._keys.dead, count=count))
         return [_letter(i, f) for i, f in rows]
 
     async def count(self) -> int:
@@ -542,7 +562,8 @@ def decode_entries(
             dead.append(DeadLetter.of(entry.stream, entry.id, problem, entry.raw, unread=oversize))
             continue
         try:
-            good.append((entry, decode(entry.raw)))  # type: ignore[arg-type]
+            # entry_problem parked every entry without a raw event: `or b""` only tells mypy
+            good.append((entry, decode(entry.raw or b"")))
         except Exception as exc:
             dead.append(DeadLetter.of(entry.stream, entry.id, describe_error(exc), entry.raw))
     return good, dead
@@ -603,7 +624,7 @@ async def trim_acknowledged(redis: aioredis.Redis, stream: str, *, retention_s: 
         raise
     groups = []
     for info in infos:
-        name = _text(info.get("name"))
+        name = str(_text(info["name"]))  # XINFO GROUPS always names each group
         oldest = None
         if int(info.get("pending") or 0) > 0:
             summary = await redis.xpending(stream, name)

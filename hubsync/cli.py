@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 from rich.console import Console
@@ -51,7 +51,7 @@ def main() -> None:
 @main.command()
 @click.argument("file", type=click.File("rb"))
 @click.option("--batch", default=500, show_default=True, help="Events per Redis round trip.")
-def publish(file: click.utils.LazyFile, batch: int) -> None:
+def publish(file: BinaryIO, batch: int) -> None:  # click.File("rb"): a binary file or stdin
     """Publish CDP events from a JSON Lines FILE ('-' for standard input).
 
     Each line is one event of the wire contract (see README). Bad lines are reported with their
@@ -67,6 +67,7 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
         BarColumn,
         DownloadColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
@@ -88,9 +89,9 @@ def publish(file: click.utils.LazyFile, batch: int) -> None:
         transient=True,
     )
 
-    def counted(task: object) -> Iterator[bytes]:
+    def counted(task: TaskID) -> Iterator[bytes]:
         for line in file:
-            progress.advance(task, len(line))  # type: ignore[arg-type]
+            progress.advance(task, len(line))
             yield line
 
     async def run(client: Any) -> int:

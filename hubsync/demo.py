@@ -205,7 +205,7 @@ def _forever() -> None:
 async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
     config = stack.config
     assert config is not None
-    redis = connect(config.redis_url)
+    redis = connect(config.resolve_redis_url())
     admin = stack.emulator.admin
     publisher = Publisher(redis, config.keys, config.partitions)
     try:

@@ -87,7 +87,7 @@ async def verify(
     async with HubSpotClient(
         token,
         base_url=spec.base_url,
-        api_version=spec.api_version,  # type: ignore[arg-type]
+        api_version=spec.api_version,
         before_request=paced,
     ) as client:
         for start in range(0, len(emails), 100):

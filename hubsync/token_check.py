@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from crm.client import HubSpotClient, TokenInfo
+from crm.client import ApiVersion, HubSpotClient, TokenInfo
 from crm.errors import AuthenticationError, HubSpotError, MissingScopesError, TransportError
 from crm.ratelimit import RateLimitInfo
 
@@ -67,7 +67,7 @@ def plan_for_limits(per_window: int | None, daily: int | None) -> str | None:
     return None
 
 
-async def check_token(token: str, *, base_url: str, api_version: str) -> TokenCheck:
+async def check_token(token: str, *, base_url: str, api_version: ApiVersion) -> TokenCheck:
     """Ask HubSpot about ``token``; raises TransportError when HubSpot cannot be reached."""
     seen: list[RateLimitInfo] = []
 
@@ -78,7 +78,7 @@ async def check_token(token: str, *, base_url: str, api_version: str) -> TokenCh
     async with HubSpotClient(
         token,
         base_url=base_url,
-        api_version=api_version,  # type: ignore[arg-type]
+        api_version=api_version,
         after_response=remember,
         timeout=15.0,
     ) as client:

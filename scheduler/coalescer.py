@@ -31,7 +31,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -222,7 +222,8 @@ class Coalescer:
             elif not force and (flips or (changed and damper.tracks(key))):
                 was_held = damper.held(key)
                 if damper.flip(key, now) and not was_held:
-                    heapq.heappush(self._releases, (damper.release_at(key), key))  # type: ignore[arg-type]
+                    # held now, so release_at is a time, never None
+                    heapq.heappush(self._releases, (cast(float, damper.release_at(key)), key))
             if damper.held(key):
                 self._hold(key, where, hold, pending, li, now)
                 return
@@ -421,16 +422,14 @@ class Coalescer:
         self._count[li] -= len(taken)
         batch_id = self._next_batch
         self._next_batch += 1
-        names = self._prop_names
+        # queued records name no forgotten (None) property: forget_property strips them
+        names = cast("list[str]", self._prop_names)
         contacts = []
         released = self._released
         for key, record in taken:
             released.discard(key)
             self._inflight[key] = (batch_id, li, record)
-            values = tuple(
-                (names[prop], value, pos)  # type: ignore[misc]
-                for prop, pos, value in self._decode(record)
-            )
+            values = tuple((names[prop], value, pos) for prop, pos, value in self._decode(record))
             contacts.append(ContactWrite(key.decode(), values))
         return Batch(batch_id, _LANES[li], tuple(contacts), oldest)
 
@@ -582,6 +581,7 @@ class Coalescer:
         """Plain, msgpack-able state. Contacts in flight are saved as if their batch had
         failed (they go back in front of their lane): resending is harmless, losing is not."""
         lanes: list[dict[str, Any]] = []
+        since: float | None  # a run's start below, then when an in-flight contact's hold began
         for li in (0, 1):
             front = [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()]
             queue: list[list[Any]] = []

@@ -22,6 +22,7 @@ changes once is never held, only `settle` later than it would be otherwise.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 
@@ -174,10 +175,12 @@ class Damper:
             for key, (penalty, at, held_since) in self._state.items()
         ]
 
-    def load(self, entries: list[list[object]]) -> None:
+    def load(self, entries: list[list[Any]]) -> None:
+        """Rows as ``to_builtins`` wrote them, decoded from a snapshot: [email, penalty, at,
+        held_since or None]; float() checks each number as it goes in."""
         for email, penalty, at, held_since in entries:
             self._state[str(email).encode()] = [
-                float(penalty),  # type: ignore[arg-type]
-                float(at),  # type: ignore[arg-type]
-                math.nan if held_since is None else float(held_since),  # type: ignore[arg-type]
+                float(penalty),
+                float(at),
+                math.nan if held_since is None else float(held_since),
             ]

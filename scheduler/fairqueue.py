@@ -92,7 +92,9 @@ class FairQueue:
         lane = self._selector.choose(bool(rt.ring), bool(bf.ring))
         if lane is None:
             return None
-        aid, item = self._lanes[lane].pop(self._weights)  # type: ignore[misc]
+        popped = self._lanes[lane].pop(self._weights)
+        assert popped is not None  # the selector chose a lane with requests: it yields one
+        aid, item = popped
         self._len -= 1
         return aid, lane, item
 

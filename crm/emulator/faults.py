@@ -95,7 +95,7 @@ class FaultInjector:
         if self._forced:
             outcome = self._forced.popleft()
             if outcome in ("drop", "hang"):
-                return FaultAction(outcome)  # type: ignore[arg-type]
+                return FaultAction(outcome)
             return FaultAction("status", int(outcome))
         s = self.settings
         if not (s.drop_rate or s.hang_rate or s.locked_rate or s.error_rate):

@@ -763,6 +763,7 @@ class HubSpotState:
 
     def _record(self, contact: Contact, names: Iterable[str] | None = None) -> dict[str, Any]:
         props = contact.properties
+        shown: dict[str, str | None]  # a named property the contact lacks reads as null
         if names is None:
             shown = dict(props)
         else:
@@ -876,12 +877,12 @@ class HubSpotState:
         if whole and not multi_status:
             first = whole[0][1]
             ids = [raw for raw, _ in whole]
-            context: dict[str, list[str]] = {"ids": ids}
+            whole_context: dict[str, list[str]] = {"ids": ids}
             named = [d["in"] for d in first.get("errors", ()) if d.get("in") != "email"]
             if named:
-                context["propertyName"] = list(dict.fromkeys(named))
+                whole_context["propertyName"] = list(dict.fromkeys(named))
             raise _Reply(
-                400, {k: v for k, v in first.items() if k != "context"} | {"context": context}
+                400, {k: v for k, v in first.items() if k != "context"} | {"context": whole_context}
             )
 
         started = now
