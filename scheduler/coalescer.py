@@ -30,7 +30,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -41,10 +41,13 @@ from scheduler.damping import Damper, DampingPolicy
 from scheduler.flush import FlushPolicy
 from scheduler.lanes import Lane, LaneSelector
 
-__all__ = ["Batch", "Coalescer", "CoalescerStats", "ContactWrite"]
+__all__ = ["SNAPSHOT_CHUNK", "Batch", "Coalescer", "CoalescerStats", "ContactWrite"]
 
 _LANES = (Lane.REALTIME, Lane.BACKFILL)
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 1  # to_builtins: one msgpack map, every contact as [email, entries]
+_PIECES_VERSION = 2  # snapshot_pieces: a header, then chunks of raw keys and records
+SNAPSHOT_CHUNK = 20_000  # contacts per piece: ~5 ms of encoding, ~0.5 MB
+_KNOWN, _QUEUE = "k", "q"
 _ACK, _RETRY, _DISCARD = 0, 1, 2
 # Positions are (ms << 20) | seq; the compact record form covers 2**47 around the base.
 _BASE_MARGIN = 1 << 46
@@ -579,8 +582,9 @@ class Coalescer:
     # ------------------------------------------------------------------ snapshots
 
     def to_builtins(self) -> dict[str, Any]:
-        """Plain, msgpack-able state. Contacts in flight are saved as if their batch had
-        failed (they go back in front of their lane): resending is harmless, losing is not."""
+        """Plain, msgpack-able state (format version 1; `snapshot` writes version 2). Contacts in
+        flight are saved as if their batch had failed (they go back in front of their lane):
+        resending is harmless, losing is not."""
         lanes: list[dict[str, Any]] = []
         for li in (0, 1):
             front = [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()]
@@ -595,7 +599,44 @@ class Coalescer:
                 if group:
                     queue.append([since, group])
             lanes.append({"front_since": self._front_since[li], "front": front, "queue": queue})
-        # In flight and held aside: resolved as `retry` would, appended to the front.
+        known_after = self._aside_to_front(lanes)
+        known_out = [
+            [k.decode(), self._entries_out(r)]
+            for k, r in self._known.items()
+            if k not in known_after
+        ]
+        known_out.extend(_known_extra(known_after))
+        out = self._header(_SNAPSHOT_VERSION)
+        out["known"] = known_out
+        out["lanes"] = lanes
+        return out
+
+    def _header(self, version: int) -> dict[str, Any]:
+        """The small part of a snapshot: everything but the known values and the lanes."""
+        out: dict[str, Any] = {
+            "version": version,
+            "base": None if self._codec is None else self._codec.base,
+            "properties": list(self._prop_names),
+            "next_batch": self._next_batch,
+            "counters": [
+                self._offered,
+                self._coalesced,
+                self._written,
+                self._forgotten,
+                self._parked,
+            ],
+        }
+        if self._damper is not None:
+            out["damping"] = {
+                "penalties": self._damper.to_builtins(),
+                "held": [k.decode() for k in self._held],
+            }
+        return out
+
+    def _aside_to_front(self, lanes: list[dict[str, Any]]) -> dict[bytes, _Values]:
+        """Append the contacts in flight (resolved as `retry` would) and the held ones to the
+        fronts of `lanes` (each {"front_since", "front"}); returns the known values of the
+        contacts in flight as that retry leaves them."""
         known_after: dict[bytes, _Values] = {}
         for key, (_, li, record) in self._inflight.items():
             known_rec = self._known.get(key)
@@ -628,41 +669,44 @@ class Coalescer:
             lane["front"].append([key.decode(), self._entries_out(record)])
             fs = lane["front_since"]
             lane["front_since"] = since if fs is None else min(fs, since)
-        known_out = [
-            [k.decode(), self._entries_out(r)]
-            for k, r in self._known.items()
-            if k not in known_after
-        ]
-        known_out.extend(
-            [k.decode(), [[p, pos, v] for p, (pos, v) in values.items()]]
-            for k, values in known_after.items()
-            if values
-        )
-        out: dict[str, Any] = {
-            "version": _SNAPSHOT_VERSION,
-            "base": None if self._codec is None else self._codec.base,
-            "properties": list(self._prop_names),
-            "known": known_out,
-            "lanes": lanes,
-            "next_batch": self._next_batch,
-            "counters": [
-                self._offered,
-                self._coalesced,
-                self._written,
-                self._forgotten,
-                self._parked,
-            ],
-        }
-        if self._damper is not None:
-            out["damping"] = {
-                "penalties": self._damper.to_builtins(),
-                "held": [k.decode() for k in self._held],
-            }
-        return out
+        return known_after
 
     def snapshot(self) -> bytes:
-        """`to_builtins` as msgpack."""
-        return msgspec.msgpack.encode(self.to_builtins())
+        """The state as one bytes object: `snapshot_pieces` framed as a msgpack array."""
+        return msgspec.msgpack.encode(list(self.snapshot_pieces()))
+
+    def snapshot_pieces(self, chunk: int = SNAPSHOT_CHUNK) -> Iterator[bytes]:
+        """The state at this moment (format version 2) as pieces to store in order: a header,
+        then the known values and the lanes' queues, `chunk` contacts per piece.
+
+        The cut is taken now, in this call: shallow copies of the big dicts (their keys and
+        records are immutable, so a copy is a frozen view; C speed, ~20 ns per contact) and the
+        small state encoded at once. The pieces are encoded as the iterator is consumed, so an
+        async caller can yield to its event loop between pieces while changes keep arriving;
+        they do not reach the pieces.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        lanes: list[dict[str, Any]] = [
+            {
+                "front_since": self._front_since[li],
+                "front": [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()],
+            }
+            for li in (0, 1)
+        ]
+        known_after = self._aside_to_front(lanes)
+        header = self._header(_PIECES_VERSION)
+        header["lanes"] = lanes
+        header["known_extra"] = list(_known_extra(known_after))
+        known = dict(self._known)
+        for key in known_after:
+            known.pop(key, None)
+        # Run counts change in place: copied as pairs.
+        queues = [
+            (dict(self._queue[li]), [(since, int(n)) for since, n in self._runs[li]])
+            for li in (0, 1)
+        ]
+        return _encode_pieces(_encode_piece(header), known, queues, chunk)
 
     @classmethod
     def from_builtins(
@@ -721,9 +765,66 @@ class Coalescer:
         resolution: float | None = None,
         damping: DampingPolicy | None = None,
     ) -> Coalescer:
-        return cls.from_builtins(
-            msgspec.msgpack.decode(data), clock, policy, resolution=resolution, damping=damping
-        )
+        decoded = msgspec.msgpack.decode(data)
+        if isinstance(decoded, list):  # version 2: the pieces, framed
+            return cls.from_pieces(decoded, clock, policy, resolution=resolution, damping=damping)
+        return cls.from_builtins(decoded, clock, policy, resolution=resolution, damping=damping)
+
+    @classmethod
+    def from_pieces(
+        cls,
+        pieces: Iterable[bytes],
+        clock: Clock | None = None,
+        policy: FlushPolicy | None = None,
+        *,
+        resolution: float | None = None,
+        damping: DampingPolicy | None = None,
+    ) -> Coalescer:
+        """Restore `snapshot_pieces` output (all of it, in order)."""
+        it = iter(pieces)
+        header = msgspec.msgpack.decode(next(it, b"\xc0"))
+        if not isinstance(header, dict) or header.get("version") != _PIECES_VERSION:
+            version = header.get("version") if isinstance(header, dict) else None
+            raise ValueError(
+                f"unknown Coalescer snapshot version {version!r}; "
+                "rebuild the activation state from its log"
+            )
+        self = cls(clock, policy, resolution=resolution, damping=damping)
+        if header["base"] is not None:
+            self._codec = RecordCodec(header["base"])
+        self._prop_names = list(header["properties"])
+        self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
+        for piece in it:
+            section, li, runs, keys, records = _decode_piece(piece)
+            if section == _KNOWN:
+                self._known.update(zip(keys, records, strict=True))
+                continue
+            self._queue[li].update(zip(keys, records, strict=True))
+            lane_runs = self._runs[li]
+            for since, count in runs:
+                if lane_runs and lane_runs[-1][0] == since:
+                    lane_runs[-1][1] += count  # one run split across two pieces
+                else:
+                    lane_runs.append([since, count])
+        for email, entries in header["known_extra"]:
+            self._known[email.encode()] = self._encode_entries(self._entries_in(entries))
+        for li, lane in enumerate(header["lanes"]):
+            for email, entries in lane["front"]:
+                self._front[li][email.encode()] = self._encode_entries(self._entries_in(entries))
+            self._front_since[li] = lane["front_since"] if lane["front"] else None
+            self._count[li] = len(self._front[li]) + len(self._queue[li])
+        self._next_batch = header["next_batch"]
+        (
+            self._offered,
+            self._coalesced,
+            self._written,
+            self._forgotten,
+            self._parked,
+        ) = header["counters"]
+        saved = header.get("damping")
+        if self._damper is not None and saved is not None:
+            self._restore_damping(saved)
+        return self
 
     # ------------------------------------------------------------------ internals
 
@@ -987,3 +1088,78 @@ class Coalescer:
         if self._holes[li] > max(4096, len(queue) // 8):
             self._queue[li] = dict(queue)
             self._holes[li] = 0
+
+
+# --------------------------------------------------------------------- snapshot pieces
+
+
+class _Piece(msgspec.Struct, array_like=True):
+    """One chunk of a version 2 snapshot: contacts of one section, in order, with their
+    records as the Coalescer holds them (relative to the header's codec base and property
+    ids). For the queue, `runs` are the (arrival time, contacts) runs of this chunk."""
+
+    section: str
+    lane: int
+    runs: list[tuple[float, int]]
+    keys: list[bytes]
+    records: list[Record]
+
+
+_encode_piece = msgspec.msgpack.Encoder().encode
+_piece_decoder = msgspec.msgpack.Decoder(_Piece)
+
+
+def _decode_piece(
+    data: bytes,
+) -> tuple[str, int, list[tuple[float, int]], list[bytes], list[Record]]:
+    piece = _piece_decoder.decode(data)
+    if piece.section not in (_KNOWN, _QUEUE) or piece.lane not in (0, 1):
+        raise ValueError(f"not a Coalescer snapshot piece: section {piece.section!r}")
+    if len(piece.keys) != len(piece.records) or (
+        piece.section == _QUEUE and sum(c for _, c in piece.runs) != len(piece.keys)
+    ):
+        raise ValueError("corrupt Coalescer snapshot piece: counts do not match")
+    return piece.section, piece.lane, piece.runs, piece.keys, piece.records
+
+
+def _known_extra(known_after: dict[bytes, _Values]) -> Iterator[list[Any]]:
+    return (
+        [k.decode(), [[p, pos, v] for p, (pos, v) in values.items()]]
+        for k, values in known_after.items()
+        if values
+    )
+
+
+def _encode_pieces(
+    header: bytes,
+    known: dict[bytes, Record],
+    queues: list[tuple[dict[bytes, Record | None], list[tuple[float, int]]]],
+    chunk: int,
+) -> Iterator[bytes]:
+    """The pieces of a cut, encoded lazily (see `Coalescer.snapshot_pieces`)."""
+    yield header
+    items = iter(known.items())
+    while batch := list(itertools.islice(items, chunk)):
+        yield _encode_piece(_Piece(_KNOWN, 0, [], [k for k, _ in batch], [r for _, r in batch]))
+    del known, items
+    for li, (queue, runs) in enumerate(queues):
+        entries = iter(queue.items())
+        keys: list[bytes] = []
+        records: list[Record] = []
+        pieces_runs: list[tuple[float, int]] = []
+        for since, count in runs:
+            live = 0
+            for key, record in itertools.islice(entries, int(count)):
+                if record is None:
+                    continue  # a tombstone: nothing pending
+                keys.append(key)
+                records.append(record)
+                live += 1
+                if len(keys) == chunk:
+                    pieces_runs.append((since, live))
+                    yield _encode_piece(_Piece(_QUEUE, li, pieces_runs, keys, records))
+                    keys, records, pieces_runs, live = [], [], [], 0
+            if live:
+                pieces_runs.append((since, live))
+        if keys:
+            yield _encode_piece(_Piece(_QUEUE, li, pieces_runs, keys, records))
