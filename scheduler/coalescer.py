@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from scheduler._records import MAX_POSITION, MAX_PROPERTY_ID, Entry, RecordCodec
+from scheduler._records import MAX_POSITION, MAX_PROPERTY_ID, Entry, KeyCodec, RecordCodec
 from scheduler.clock import Clock, SystemClock
 from scheduler.damping import Damper, DampingPolicy
 from scheduler.flush import FlushPolicy
@@ -125,6 +125,7 @@ class Coalescer:
         )
         self._selector = LaneSelector(self._policy.backfill_every)
         self._codec: RecordCodec | None = None
+        self._keys = KeyCodec()
         self._prop_ids: dict[str, int] = {}
         self._prop_names: list[str | None] = []
         self._known: dict[bytes, Record] = {}
@@ -191,7 +192,7 @@ class Coalescer:
         self._offered += len(entries)
         if self._codec is None:
             self._codec = RecordCodec(max(0, entries[0][1] - _BASE_MARGIN))
-        key = email.encode()
+        key = self._keys.key(email)
         now = self._clock.now()
 
         if key in self._inflight:
@@ -262,7 +263,9 @@ class Coalescer:
         the contact flips again (at most `max_hold` after it began); None if not held."""
         if self._damper is None:
             return None
-        key = email.encode()
+        key = self._keys.find(email)
+        if key is None:
+            return None
         until = self._damper.release_at(key)
         since = self._damper.held_since(key)
         return None if until is None or since is None else (since, until)
@@ -434,7 +437,7 @@ class Coalescer:
                 (names[prop], value, pos)  # type: ignore[misc]
                 for prop, pos, value in self._decode(record)
             )
-            contacts.append(ContactWrite(key.decode(), values))
+            contacts.append(ContactWrite(self._keys.email(key), values))
         return Batch(batch_id, _LANES[li], tuple(contacts), oldest)
 
     def acknowledge(self, batch: Batch, only: Iterable[str] | None = None) -> None:
@@ -460,8 +463,8 @@ class Coalescer:
         for contact in batch.contacts:
             if chosen is not None and contact.email not in chosen:
                 continue
-            key = contact.email.encode()
-            flight = self._inflight.get(key)
+            key = self._keys.find(contact.email)
+            flight = None if key is None else self._inflight.get(key)
             if flight is None or flight[0] != batch.id:
                 continue  # resolved twice, or not ours
             del self._inflight[key]
@@ -495,7 +498,8 @@ class Coalescer:
     def known_value(self, email: str, prop: str) -> tuple[str, int] | None:
         """(value, position) HubSpot is known to hold for this contact property, or None."""
         pid = self._prop_ids.get(prop)
-        record = self._known.get(email.encode())
+        key = self._keys.find(email)
+        record = None if key is None else self._known.get(key)
         if pid is None or record is None:
             return None
         held = self._values(record).get(pid)
@@ -503,7 +507,9 @@ class Coalescer:
 
     def pending_values(self, email: str) -> dict[str, tuple[str, int]]:
         """The pending {property: (value, position)} of one contact (queued, retried or held)."""
-        key = email.encode()
+        key = self._keys.find(email)
+        if key is None:
+            return {}
         _, record = self._find(key)
         if record is None and key in self._held:
             record = self._held[key][1]
@@ -587,12 +593,14 @@ class Coalescer:
         resending is harmless, losing is not."""
         lanes: list[dict[str, Any]] = []
         for li in (0, 1):
-            front = [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()]
+            front = [
+                [self._keys.email(k), self._entries_out(r)] for k, r in self._front[li].items()
+            ]
             queue: list[list[Any]] = []
             items = iter(self._queue[li].items())
             for since, count in self._runs[li]:
                 group = [
-                    [k.decode(), self._entries_out(r)]
+                    [self._keys.email(k), self._entries_out(r)]
                     for k, r in itertools.islice(items, int(count))
                     if r is not None
                 ]
@@ -601,11 +609,11 @@ class Coalescer:
             lanes.append({"front_since": self._front_since[li], "front": front, "queue": queue})
         known_after = self._aside_to_front(lanes)
         known_out = [
-            [k.decode(), self._entries_out(r)]
+            [self._keys.email(k), self._entries_out(r)]
             for k, r in self._known.items()
             if k not in known_after
         ]
-        known_out.extend(_known_extra(known_after))
+        known_out.extend(_known_extra(known_after, self._keys))
         out = self._header(_SNAPSHOT_VERSION)
         out["known"] = known_out
         out["lanes"] = lanes
@@ -628,8 +636,11 @@ class Coalescer:
         }
         if self._damper is not None:
             out["damping"] = {
-                "penalties": self._damper.to_builtins(),
-                "held": [k.decode() for k in self._held],
+                "penalties": [
+                    [self._keys.email(str(k).encode()), *rest]
+                    for k, *rest in self._damper.to_builtins()
+                ],
+                "held": [self._keys.email(k) for k in self._held],
             }
         return out
 
@@ -657,7 +668,7 @@ class Coalescer:
             if pending:
                 lane = lanes[lane_i]
                 lane["front"].append(
-                    [key.decode(), [[p, pos, v] for p, (pos, v) in pending.items()]]
+                    [self._keys.email(key), [[p, pos, v] for p, (pos, v) in pending.items()]]
                 )
                 at = since if since is not None else self._clock.now()
                 fs = lane["front_since"]
@@ -666,7 +677,7 @@ class Coalescer:
         # without damping (or older code) writes them, one with damping holds them again.
         for key, (li, record, since) in self._held.items():
             lane = lanes[li]
-            lane["front"].append([key.decode(), self._entries_out(record)])
+            lane["front"].append([self._keys.email(key), self._entries_out(record)])
             fs = lane["front_since"]
             lane["front_since"] = since if fs is None else min(fs, since)
         return known_after
@@ -690,14 +701,17 @@ class Coalescer:
         lanes: list[dict[str, Any]] = [
             {
                 "front_since": self._front_since[li],
-                "front": [[k.decode(), self._entries_out(r)] for k, r in self._front[li].items()],
+                "front": [
+                    [self._keys.email(k), self._entries_out(r)] for k, r in self._front[li].items()
+                ],
             }
             for li in (0, 1)
         ]
         known_after = self._aside_to_front(lanes)
         header = self._header(_PIECES_VERSION)
         header["lanes"] = lanes
-        header["known_extra"] = list(_known_extra(known_after))
+        header["known_extra"] = list(_known_extra(known_after, self._keys))
+        header["domains"] = self._keys.domains
         known = dict(self._known)
         for key in known_after:
             known.pop(key, None)
@@ -730,14 +744,16 @@ class Coalescer:
         self._prop_names = list(data["properties"])
         self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
         for email, entries in data["known"]:
-            self._known[email.encode()] = self._encode_entries(self._entries_in(entries))
+            self._known[self._keys.key(email)] = self._encode_entries(self._entries_in(entries))
         for li, lane in enumerate(data["lanes"]):
             for email, entries in lane["front"]:
-                self._front[li][email.encode()] = self._encode_entries(self._entries_in(entries))
+                self._front[li][self._keys.key(email)] = self._encode_entries(
+                    self._entries_in(entries)
+                )
             self._front_since[li] = lane["front_since"] if lane["front"] else None
             for since, group in lane["queue"]:
                 for email, entries in group:
-                    self._queue[li][email.encode()] = self._encode_entries(
+                    self._queue[li][self._keys.key(email)] = self._encode_entries(
                         self._entries_in(entries)
                     )
                 self._runs[li].append([since, len(group)])
@@ -792,6 +808,7 @@ class Coalescer:
         self = cls(clock, policy, resolution=resolution, damping=damping)
         if header["base"] is not None:
             self._codec = RecordCodec(header["base"])
+        self._keys = KeyCodec(header["domains"])
         self._prop_names = list(header["properties"])
         self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
         for piece in it:
@@ -807,10 +824,12 @@ class Coalescer:
                 else:
                     lane_runs.append([since, count])
         for email, entries in header["known_extra"]:
-            self._known[email.encode()] = self._encode_entries(self._entries_in(entries))
+            self._known[self._keys.key(email)] = self._encode_entries(self._entries_in(entries))
         for li, lane in enumerate(header["lanes"]):
             for email, entries in lane["front"]:
-                self._front[li][email.encode()] = self._encode_entries(self._entries_in(entries))
+                self._front[li][self._keys.key(email)] = self._encode_entries(
+                    self._entries_in(entries)
+                )
             self._front_since[li] = lane["front_since"] if lane["front"] else None
             self._count[li] = len(self._front[li]) + len(self._queue[li])
         self._next_batch = header["next_batch"]
@@ -1039,10 +1058,15 @@ class Coalescer:
     def _restore_damping(self, saved: dict[str, Any]) -> None:
         damper = self._damper
         assert damper is not None
-        damper.load(saved.get("penalties", []))
+        damper.load(
+            [
+                [self._keys.key(str(email)).decode(), *rest]
+                for email, *rest in saved.get("penalties", [])
+            ]
+        )
         now = self._clock.now()
         for email in saved.get("held", []):
-            key = email.encode()
+            key = self._keys.key(email)
             if not damper.held(key):
                 continue
             for li in (0, 1):
@@ -1122,9 +1146,9 @@ def _decode_piece(
     return piece.section, piece.lane, piece.runs, piece.keys, piece.records
 
 
-def _known_extra(known_after: dict[bytes, _Values]) -> Iterator[list[Any]]:
+def _known_extra(known_after: dict[bytes, _Values], keys: KeyCodec) -> Iterator[list[Any]]:
     return (
-        [k.decode(), [[p, pos, v] for p, (pos, v) in values.items()]]
+        [keys.email(k), [[p, pos, v] for p, (pos, v) in values.items()]]
         for k, values in known_after.items()
         if values
     )
