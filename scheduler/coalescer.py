@@ -46,7 +46,7 @@ __all__ = ["SNAPSHOT_CHUNK", "Batch", "Coalescer", "CoalescerStats", "ContactWri
 _LANES = (Lane.REALTIME, Lane.BACKFILL)
 _SNAPSHOT_VERSION = 1  # to_builtins: one msgpack map, every contact as [email, entries]
 _PIECES_VERSION = 2  # snapshot_pieces: a header, then chunks of raw keys and records
-SNAPSHOT_CHUNK = 20_000  # contacts per piece: ~5 ms of encoding, ~0.5 MB
+SNAPSHOT_CHUNK = 10_000  # contacts per piece: ~2 ms of encoding, ~0.3 MB
 _KNOWN, _QUEUE = "k", "q"
 _ACK, _RETRY, _DISCARD = 0, 1, 2
 # Positions are (ms << 20) | seq; the compact record form covers 2**47 around the base.
@@ -690,9 +690,9 @@ class Coalescer:
         """The state at this moment (format version 2) as pieces to store in order: a header,
         then the known values and the lanes' queues, `chunk` contacts per piece.
 
-        The cut is taken now, in this call: shallow copies of the big dicts (their keys and
-        records are immutable, so a copy is a frozen view; C speed, ~20 ns per contact) and the
-        small state encoded at once. The pieces are encoded as the iterator is consumed, so an
+        The cut is taken now, in this call: shallow copies of the big dicts' keys and records
+        (immutable objects, so the copies are a frozen view; C speed, ~15 ns per contact) and
+        the small state. The pieces are encoded as the iterator is consumed, so an
         async caller can yield to its event loop between pieces while changes keep arriving;
         they do not reach the pieces.
         """
@@ -712,12 +712,16 @@ class Coalescer:
         header["lanes"] = lanes
         header["known_extra"] = list(_known_extra(known_after, self._keys))
         header["domains"] = self._keys.domains
-        known = dict(self._known)
-        for key in known_after:
-            known.pop(key, None)
-        # Run counts change in place: copied as pairs.
+        # Lists of keys and of records, in the same order: half the memory of dict copies and
+        # about a quarter of the time (no hash table to fill). Run counts change in place:
+        # copied as pairs.
+        known = (list(self._known), list(self._known.values()), set(known_after))
         queues = [
-            (dict(self._queue[li]), [(since, int(n)) for since, n in self._runs[li]])
+            (
+                list(self._queue[li]),
+                list(self._queue[li].values()),
+                [(since, int(n)) for since, n in self._runs[li]],
+            )
             for li in (0, 1)
         ]
         return _encode_pieces(_encode_piece(header), known, queues, chunk)
@@ -1156,18 +1160,26 @@ def _known_extra(known_after: dict[bytes, _Values], keys: KeyCodec) -> Iterator[
 
 def _encode_pieces(
     header: bytes,
-    known: dict[bytes, Record],
-    queues: list[tuple[dict[bytes, Record | None], list[tuple[float, int]]]],
+    known: tuple[list[bytes], list[Record], set[bytes]],
+    queues: list[tuple[list[bytes], list[Record | None], list[tuple[float, int]]]],
     chunk: int,
 ) -> Iterator[bytes]:
-    """The pieces of a cut, encoded lazily (see `Coalescer.snapshot_pieces`)."""
+    """The pieces of a cut, encoded lazily (see `Coalescer.snapshot_pieces`): the known values
+    (but those of `skip`, the contacts in flight, which the header holds), then each lane's
+    queue without its tombstones."""
     yield header
-    items = iter(known.items())
-    while batch := list(itertools.islice(items, chunk)):
-        yield _encode_piece(_Piece(_KNOWN, 0, [], [k for k, _ in batch], [r for _, r in batch]))
-    del known, items
-    for li, (queue, runs) in enumerate(queues):
-        entries = iter(queue.items())
+    known_keys, known_records, skip = known
+    for start in range(0, len(known_keys), chunk):
+        keys = known_keys[start : start + chunk]
+        records = known_records[start : start + chunk]
+        if skip:
+            kept = [(k, r) for k, r in zip(keys, records, strict=True) if k not in skip]
+            keys, records = [k for k, _ in kept], [r for _, r in kept]
+        if keys:
+            yield _encode_piece(_Piece(_KNOWN, 0, [], keys, records))
+    del known, known_keys, known_records
+    for li, (queue_keys, queue_records, runs) in enumerate(queues):
+        entries = zip(queue_keys, queue_records, strict=True)
         keys: list[bytes] = []
         records: list[Record] = []
         pieces_runs: list[tuple[float, int]] = []
