@@ -114,8 +114,9 @@ class SnapshotStore:
             out.extend(got)
         if len(out) != snap.count:
             raise SnapshotError(
-                f"snapshot {snap.parts} has {len(out)} of its {snap.count} pieces; "
-                "rebuild the state from the log"
+                f"snapshot {snap.parts} has {len(out)} of its {snap.count} pieces (deleted or "
+                "evicted); delete the snapshot key to rebuild the state from the inbox and "
+                "projections"
             )
         return out
 
