@@ -238,7 +238,7 @@ class ActivationCore:
 
         The cut (the state and the Coalescer at this moment) is taken at once; the Coalescer's
         pieces are encoded and written one at a time with this loop running between them, so
-        a large snapshot delays nothing by more than a piece (~20,000 contacts)."""
+        a large snapshot delays nothing by more than a piece (~10,000 contacts)."""
         started = time.monotonic()
         covered = self.state.inbox_id
         pieces = itertools.chain([_encode_state(self.state)], self.coalescer.snapshot_pieces())
