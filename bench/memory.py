@@ -89,15 +89,49 @@ def _checkpoint_result(actor: Any) -> tuple[float, list[float]] | None:
     return done.result(), list(actor._bench_stalls)
 
 
+def _idle_stalls(actor: Any) -> list[float]:
+    return list(actor._bench_stalls)
+
+
+def _checkpoint_parts(actor: Any) -> dict[str, float]:
+    """Runs in the actor, blocking its loop on purpose: the synchronous parts of a checkpoint,
+    timed one by one (the cut, the longest piece, giving freed heap back), to tell them from
+    the machine's own scheduling delays in the tracer's figures."""
+    from actors.activation import _return_freed_memory
+
+    started = time.perf_counter()
+    pieces = actor.core.coalescer.snapshot_pieces()
+    cut = time.perf_counter() - started
+    longest = 0.0
+    while True:
+        started = time.perf_counter()
+        if next(pieces, None) is None:
+            break
+        longest = max(longest, time.perf_counter() - started)
+    started = time.perf_counter()
+    _return_freed_memory()
+    trim = time.perf_counter() - started
+    return {
+        "cut_ms": round(1000 * cut, 1),
+        "longest_piece_ms": round(1000 * longest, 1),
+        "malloc_trim_ms": round(1000 * trim, 1),
+    }
+
+
 async def _stalls_during_checkpoint(handle: Any) -> dict[str, Any]:
     await handle.__ray_call__.remote(_start_stall_tracer)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(3.0)
+    idle = sorted(await handle.__ray_call__.remote(_idle_stalls))
     await handle.__ray_call__.remote(_start_checkpoint)
     while (got := await handle.__ray_call__.remote(_checkpoint_result)) is None:
         await asyncio.sleep(0.1)
     seconds, stalls = got
     stalls.sort()
+    parts = await handle.__ray_call__.remote(_checkpoint_parts)
     return {
+        **parts,
+        "idle_stall_max_ms": round(1000 * idle[-1], 1) if idle else None,
+        "idle_stall_p99_ms": round(1000 * idle[int(0.99 * (len(idle) - 1))], 1) if idle else None,
         "checkpoint_s": round(seconds, 3),
         "stall_samples": len(stalls),
         "stall_max_ms": round(1000 * stalls[-1], 1) if stalls else None,
@@ -249,6 +283,16 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
                 f"{r['stall_max_ms']} ms",
                 f"goal <= {GOAL_STALL_S * 1000:.0f} ms; p99 {r['stall_p99_ms']} ms, "
                 f"{r['stall_samples']} samples of a {TRACER_PERIOD * 1000:.0f} ms sleep",
+            ),
+            (
+                "the same tracer for 3 s before, no checkpoint: max",
+                f"{r['idle_stall_max_ms']} ms",
+                f"p99 {r['idle_stall_p99_ms']} ms: what the machine's load alone adds",
+            ),
+            (
+                "synchronous parts, timed apart",
+                f"cut {r['cut_ms']} ms",
+                f"longest piece {r['longest_piece_ms']} ms, malloc_trim {r['malloc_trim_ms']} ms",
             ),
             (
                 "snapshot size in Redis",
