@@ -1155,6 +1155,21 @@ def _known_extra(known_after: dict[bytes, _Values], keys: KeyCodec) -> Iterator[
     )
 
 
+def _known_pieces(values: dict[bytes, Record], skip: set[bytes], chunk: int) -> Iterator[bytes]:
+    """The known values but those of `skip`, `chunk` contacts per piece."""
+    items = iter(values.items())
+    for _ in range(0, len(values), chunk):
+        keys: list[bytes] = []
+        records: list[Record] = []
+        # Unpacked at once, dict items reuse one tuple: no million young tuples for the gc.
+        for key, record in itertools.islice(items, chunk):
+            if key not in skip:
+                keys.append(key)
+                records.append(record)
+        if keys:
+            yield _encode_piece(_Piece(_KNOWN, 0, [], keys, records))
+
+
 def _encode_pieces(
     header: bytes,
     known: tuple[dict[bytes, Record], set[bytes]],
@@ -1165,13 +1180,8 @@ def _encode_pieces(
     (but those of `skip`, the contacts in flight, which the header holds), then each lane's
     queue without its tombstones."""
     yield header
-    values, skip = known
-    items = iter(values.items())
-    while batch := list(itertools.islice(items, chunk)):
-        kept = [(k, r) for k, r in batch if k not in skip] if skip else batch
-        if kept:
-            yield _encode_piece(_Piece(_KNOWN, 0, [], [k for k, _ in kept], [r for _, r in kept]))
-    del known, values, items
+    yield from _known_pieces(*known, chunk)
+    del known
     for li, (queue, runs) in enumerate(queues):
         entries = iter(queue.items())
         keys: list[bytes] = []
