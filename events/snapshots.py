@@ -90,7 +90,9 @@ class SnapshotStore:
         return count + 1
 
     async def _replace(self, name: str, snap: Snapshot) -> None:
-        old = await self._redis.set(self._keys.snapshot(name), _encode(snap), get=True)
+        old: bytes | None = await self._redis.set(  # type: ignore[assignment]
+            self._keys.snapshot(name), _encode(snap), get=True
+        )  # the value it replaced, atomically
         if old is not None:
             previous = _decode(old)
             if previous.parts and previous.parts != snap.parts:
@@ -108,7 +110,9 @@ class SnapshotStore:
             raise SnapshotError(f"unknown snapshot format {snap.format}")
         out: list[bytes] = []
         while len(out) < snap.count:
-            got = await self._redis.lrange(snap.parts, len(out), len(out) + _READ_PIECES - 1)
+            got: list[bytes] = await self._redis.lrange(  # type: ignore[assignment]
+                snap.parts, len(out), len(out) + _READ_PIECES - 1
+            )  # bytes: the client does not decode responses
             if not got:
                 break
             out.extend(got)

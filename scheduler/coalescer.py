@@ -464,7 +464,9 @@ class Coalescer:
             if chosen is not None and contact.email not in chosen:
                 continue
             key = self._keys.find(contact.email)
-            flight = None if key is None else self._inflight.get(key)
+            if key is None:
+                continue  # never offered
+            flight = self._inflight.get(key)
             if flight is None or flight[0] != batch.id:
                 continue  # resolved twice, or not ours
             del self._inflight[key]
@@ -1079,10 +1081,11 @@ class Coalescer:
                         self._front_since[li] = None
                     self._held[key] = [li, record, now if since is None else since]
                     break
-        for key, *_ in damper.to_builtins():
-            at = damper.release_at(str(key).encode())
+        for text, *_ in damper.to_builtins():
+            damped = str(text).encode()
+            at = damper.release_at(damped)
             if at is not None:
-                heapq.heappush(self._releases, (at, str(key).encode()))
+                heapq.heappush(self._releases, (at, damped))
 
     def _live_in_queue(self, li: int) -> bool:
         return self._count[li] > len(self._front[li])
