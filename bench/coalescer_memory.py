@@ -2,7 +2,7 @@
 
 Everything the Coalescer holds is counted (emails, records, dict slots, arrival runs), measured
 two ways: tracemalloc (Python allocations made while offering) and the growth of the process's
-resident set (RSS, from /proc/self/statm). Goal: <= 150 bytes per pending contact. The Coalescer
+resident set (RSS, from /proc/self/statm). Goal: <= 120 bytes per pending contact. The Coalescer
 has flap damping on, as the service runs it (it keeps state only for contacts that flip).
 
     python -m bench.coalescer_memory [--contacts 1000000] [--json]
@@ -20,7 +20,7 @@ import tracemalloc
 
 from scheduler import Coalescer, DampingPolicy, FakeClock, Lane
 
-GOAL_BYTES_PER_CONTACT = 150
+GOAL_BYTES_PER_CONTACT = 120
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

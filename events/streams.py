@@ -153,6 +153,11 @@ class Keys:
     def snapshot(self, name: str) -> str:
         return f"{self.namespace}:snapshot:{{{name}}}"
 
+    def activation_snapshot_parts(self, activation_id: str) -> str:
+        """Prefix of the lists holding an activation's snapshot in pieces (one per snapshot,
+        under act:{<id>}: so that deleting the activation deletes them)."""
+        return f"{self.namespace}:act:{{{activation_id}}}:snapshot:"
+
     def activation_status(self, activation_id: str) -> str:
         return f"{self.namespace}:act:{{{activation_id}}}:status"
 

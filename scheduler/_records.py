@@ -2,19 +2,21 @@
 
 A record is the list of (property id, position, value) of one contact, stored as ONE small
 immutable object so that a million pending contacts cost one dict slot, one key and one record
-each (the goal is <= 150 bytes per pending contact, all included):
+each (the goal is <= 120 bytes per pending contact for the whole actor):
 
 - the common case, one property whose value is "", "true" or "false" (an audience flip) at a
   position within ~18 hours of the codec's base, is a single int below 2**60 (32 bytes);
 - everything else is a bytes object: per entry `<HQI` (property id, position, value length) and
   the UTF-8 value.
+
+The key a record is stored under is the contact's email with its domain interned (`KeyCodec`).
 """
 
 from __future__ import annotations
 
 import struct
 
-__all__ = ["MAX_POSITION", "Entry", "RecordCodec"]
+__all__ = ["MAX_DOMAINS", "MAX_POSITION", "Entry", "KeyCodec", "RecordCodec"]
 
 Entry = tuple[int, int, str]  # (property id, position, value)
 
@@ -70,3 +72,57 @@ class RecordCodec:
             out.append((prop, pos, record[offset : offset + length].decode()))
             offset += length
         return out
+
+
+MAX_DOMAINS = 1 << 16
+_RAW = b"\x00"
+
+
+class KeyCodec:
+    """Contact keys: an email as compact bytes, its domain interned (like property names).
+
+    `local@domain` becomes ``local NUL <domain id>`` (b"m00000000\\x000" instead of
+    b"m00000000@example.com": 48 bytes of heap instead of 64); anything else (no "@", an empty
+    local part, a NUL anywhere, or more than MAX_DOMAINS domains) is ``NUL <email>``. A compact
+    key never starts with NUL, so the two forms never collide, and both are valid UTF-8 (a
+    Damper keeps them as text in its snapshots).
+    """
+
+    __slots__ = ("_domains", "_ids")
+
+    def __init__(self, domains: list[str] | None = None) -> None:
+        self._domains: list[str] = list(domains or ())
+        self._ids = {d: i for i, d in enumerate(self._domains)}
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self._domains)
+
+    def key(self, email: str) -> bytes:
+        """The key of `email`, interning its domain if it is new."""
+        local, at, domain = email.rpartition("@")
+        if at and local and "\x00" not in email:
+            i = self._ids.get(domain)
+            if i is None and len(self._domains) < MAX_DOMAINS:
+                i = self._ids[domain] = len(self._domains)
+                self._domains.append(domain)
+            if i is not None:
+                return f"{local}\x00{i}".encode()
+        return _RAW + email.encode()
+
+    def find(self, email: str) -> bytes | None:
+        """The key `email` would have, without interning anything; None if it cannot exist."""
+        local, at, domain = email.rpartition("@")
+        if at and local and "\x00" not in email:
+            i = self._ids.get(domain)
+            if i is not None:
+                return f"{local}\x00{i}".encode()
+            if len(self._domains) < MAX_DOMAINS:
+                return None  # an unknown domain: nobody with it was ever offered
+        return _RAW + email.encode()
+
+    def email(self, key: bytes) -> str:
+        if key[:1] == _RAW:
+            return key[1:].decode()
+        local, _, i = key.rpartition(_RAW)
+        return f"{local.decode()}@{self._domains[int(i)]}"
