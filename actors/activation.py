@@ -860,6 +860,8 @@ class ActivationCore:
         return BATCH_SIZE * plan.per_window / GRANT_INTERVAL_S
 
     async def publish_status(self) -> None:
+        if self.deleted:  # the Supervisor removes every key of a deleted activation: add none
+            return
         await self._redis.set(
             self._keys.activation_status(self.activation_id),
             msgspec.json.encode(self.status()),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -29,6 +30,8 @@ from events.projections import Projections
 from events.streams import Keys, ensure_partitions, read_after
 
 __all__ = ["Placement", "SupervisorCore", "compact_control", "leftover_entries"]
+
+SWEEP_AGAIN_S = 10.0  # how long a deleted activation's keys are swept again after compaction
 
 log = logging.getLogger("hubsync.supervisor")
 
@@ -91,6 +94,9 @@ class SupervisorCore:
         self.partitions = 0
         self.activations = _Folded()
         self._compacted: set[str] = set()
+        # Compacted deletions swept once more for a few seconds: a status or inbox write the
+        # dying actor (or a Router) sent before it stopped may land after the first sweep.
+        self._sweep_until: dict[str, float] = {}
         self.catalog = Catalog()
         self._dropped_audiences: set[str] = set()
         self._dropped_attributes: set[str] = set()
@@ -130,6 +136,11 @@ class SupervisorCore:
     async def _compact_deleted(self) -> None:
         """Remove every trace of the deleted activations whose actor is gone: their keys, then
         their control entries (the CLI's `activation delete` waits for the latter)."""
+        now = time.monotonic()
+        for activation_id, until in list(self._sweep_until.items()):
+            await self._forget_activation(activation_id)
+            if now > until:
+                del self._sweep_until[activation_id]
         pending = self.activations.deleted - self._compacted
         if not pending:
             return
@@ -140,6 +151,7 @@ class SupervisorCore:
         if removed:
             log.info("compacted %d control entries of %d deleted activations", removed, len(gone))
         self._compacted |= gone
+        self._sweep_until.update(dict.fromkeys(gone, now + SWEEP_AGAIN_S))
 
     async def _forget_activation(self, activation_id: str) -> None:
         """Delete every key of the activation: its snapshot and each ``act:{<id>}:*`` key
