@@ -646,9 +646,7 @@ class GovernorCore:
                     group.cancel()
                     await asyncio.gather(group, return_exceptions=True)
 
-        async def properties(
-            client: HubSpotClient, group: asyncio.Future[object]
-        ) -> dict[str, str]:
+        async def properties(client: HubSpotClient, group: Awaitable[object]) -> dict[str, str]:
             problems: dict[str, str] = {}
             todo = list(specs)
             while todo:
