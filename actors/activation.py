@@ -490,6 +490,7 @@ class ActivationCore:
         live = {k for k in subscribed - deleted if self._property_spec(k) is not None}
         resync = spec.resync_at > self.state.resynced_at
         backfills = []
+        unmade = {k for k in live if self.ensured.get(k) != self._property_spec(k)}
         for key in sorted(live - set(self.problems)):
             added_at = (
                 spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
@@ -499,6 +500,10 @@ class ActivationCore:
                 resync or backfill is None or backfill.added_at < added_at or not backfill.loaded
             ):
                 backfills.append(self._backfill_alone(key, max(added_at, spec.resync_at), resync))
+                if key in unmade:
+                    # Its property is (re)made now (defined again, or retried after a problem):
+                    # its members must not go out before HubSpot has it.
+                    self.schema_ready = False
         self.timeline.setdefault("reconcile", time.time())
         # Members load while HubSpot makes the schema: nothing is sent before `schema_ready`,
         # which only the schema's end sets, and a property HubSpot refuses stops its backfill.

@@ -19,7 +19,7 @@ from crm import HubSpotClient, attribute_property, audience_property
 from crm.emulator import EmulatorServer
 from crm.properties import PropertySpec
 from crm.tokens import token_fingerprint
-from events.model import AudienceDefined, AudienceEntered
+from events.model import AudienceDefined, AudienceDeleted, AudienceEntered
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.test_activation_inbox import TOKEN, Rig, _Governor, rig, until
 
@@ -192,3 +192,72 @@ async def test_members_load_while_the_schema_is_made_and_wait_for_it(rig: Rig) -
     assert watcher.loaded_during_schema, "the members waited for the schema to be made"
     assert watcher.schema_done_at is not None and watcher.first_write_at is not None
     assert watcher.first_write_at >= watcher.schema_done_at, "a write went out before the schema"
+
+
+class _SlowRemake(_Governor):
+    """The real governor; once ``hold_for`` is set, a schema call waits until the activation holds
+    that many pending contacts (its backfill loaded) and the senders had time to act, then
+    records which property names HubSpot has. A write naming another property went out early."""
+
+    def __init__(self, core: GovernorCore) -> None:
+        super().__init__(core)
+        self.activation: ActivationCore | None = None
+        self.hold_for = 0
+        self.made: set[str] = set()
+        self.early: set[str] = set()
+
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
+        if self.hold_for and self.activation is not None:
+            deadline = time.monotonic() + HELD_AT_MOST
+            while len(self.activation.coalescer) < self.hold_for and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # several lingers: a sender that may send, sends
+        problems = await super().ensure_schema(activation_id, specs)
+        self.made |= {s.name for s in specs if s.name not in problems}
+        return problems
+
+    async def upsert(
+        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+    ) -> WriteReport:
+        for _, properties in contacts:
+            self.early |= set(properties) - self.made
+        return await super().upsert(activation_id, lane, contacts)
+
+
+async def test_members_of_a_property_made_again_wait_for_hubspot_to_have_it(rig: Rig) -> None:
+    """An audience deleted and defined again gets a new property while the activation runs (its
+    schema was ready): its members load alongside, and none goes out before the property exists."""
+    await rig.define(AudienceDefined(audience_id="back", name="Back"))
+    await rig.create(audiences=["back"])
+    rig.governor.start()
+    watcher = _SlowRemake(rig.governor)
+    rig.core = watcher.activation = ActivationCore(
+        rig.redis, rig.keys, rig.activation_id, lambda _: watcher, linger=0.05
+    )
+    rig.core.start()
+    await rig.project(AudienceEntered(audience_id="back", email="ada@example.com"))
+    await until(
+        lambda: rig.hubspot().get("ada@example.com", {}).get("raptor_back") == "true",
+        what="the first property",
+    )
+    await rig.define(AudienceDeleted(audience_id="back"))
+    await until(
+        lambda: (rig.hubspot_property("raptor_back") or {}).get("archived"),
+        what="the property archived",
+    )
+    members = [f"b{i:03d}@example.com" for i in range(100)]
+    await rig.project(*(AudienceEntered(audience_id="back", email=e) for e in members))
+    watcher.hold_for = len(members)
+    await rig.define(AudienceDefined(audience_id="back", name="Back"))
+    renamed = await until(
+        lambda: (
+            rig.core.state.names.get("a:back") not in (None, "raptor_back")
+            and rig.core.state.names["a:back"]
+        ),
+        what="a new property name",
+    )
+    await until(
+        lambda: all(rig.hubspot().get(e, {}).get(renamed) == "true" for e in members),
+        what="the members on the re-created property",
+    )
+    assert not watcher.early, f"written before HubSpot had them: {watcher.early}"
