@@ -182,6 +182,9 @@ class ActivationCore:
         self._snapshot_cost = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._partitions = 0
+        # When (wall clock) this actor passed each step from its start to its first backfill
+        # loaded: `bench backfill` splits the time from creation to the first write with it.
+        self.timeline: dict[str, float] = {"started": time.time()}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -502,10 +505,9 @@ class ActivationCore:
             except Exception as exc:
                 self._set_problem(key, f"archiving property {self.state.names.get(key)}: {exc}")
         live = {k for k in subscribed - deleted if self._property_spec(k) is not None}
-        await self._ensure(live)
-        self.schema_ready = True
-        self._work.set()
         resync = spec.resync_at > self.state.resynced_at
+        backfills = []
+        unmade = {k for k in live if self.ensured.get(k) != self._property_spec(k)}
         for key in sorted(live - set(self.problems)):
             added_at = (
                 spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
@@ -514,13 +516,39 @@ class ActivationCore:
             if added_at is not None and (
                 resync or backfill is None or backfill.added_at < added_at or not backfill.loaded
             ):
-                try:
-                    await self._backfill(key, max(added_at, spec.resync_at), force=resync)
-                except Exception as exc:
-                    self._set_problem(key, f"backfill of {self.state.names.get(key)}: {exc}")
+                backfills.append(self._backfill_alone(key, max(added_at, spec.resync_at), resync))
+                if key in unmade:
+                    # Its property is (re)made now (defined again, or retried after a problem):
+                    # its members must not go out before HubSpot has it.
+                    self.schema_ready = False
+        self.timeline.setdefault("reconcile", time.time())
+        # Members load while HubSpot makes the schema: nothing is sent before `schema_ready`,
+        # which only the schema's end sets, and a property HubSpot refuses stops its backfill.
+        # Every step ends before this returns, so the next round never loads a backfill twice.
+        outcomes = await asyncio.gather(
+            self._ensure_schema(live), *backfills, return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if resync:
             self.state.resynced_at = spec.resync_at
             await self.checkpoint()
+
+    async def _ensure_schema(self, live: set[str]) -> None:
+        await self._ensure(live)
+        self.schema_ready = True
+        self.timeline.setdefault("schema_ready", time.time())
+        self._work.set()
+
+    async def _backfill_alone(self, key: str, added_at: int, force: bool) -> None:
+        """A backfill that fails is a problem of its property alone."""
+        if key in self.problems:
+            return  # HubSpot refused its property meanwhile: a later round backfills it
+        try:
+            await self._backfill(key, added_at, force=force)
+        except Exception as exc:
+            self._set_problem(key, f"backfill of {self.state.names.get(key)}: {exc}")
 
     def _revive(self, live: set[str]) -> None:
         """An audience or attribute the CDP deleted and then defined again syncs again, under a
@@ -586,15 +614,23 @@ class ActivationCore:
 
     async def _backfill(self, key: str, added_at: int, *, force: bool = False) -> None:
         """Offer the current members/values from the projections on the backfill lane
-        (``force``: even values HubSpot is known to hold, for a resync)."""
+        (``force``: even values HubSpot is known to hold, for a resync). It stops, offering
+        nothing more, once the backfill is dropped meanwhile (its property got a problem, was
+        unsubscribed or archived while the members loaded)."""
         name = self._name(key)
         if name is None:
             return
         kind, cdp_id = key.split(":", 1)
         backfill = Backfill(added_at=added_at, started_at=self._clock.now())
         self.state.backfills[key] = backfill
+
+        def dropped() -> bool:
+            return self.state.backfills.get(key) is not backfill
+
         if kind == "a":
             async for page in self._projections.members(cdp_id, self._partitions):
+                if dropped():
+                    return
                 for member in page:
                     self.coalescer.offer_many(
                         member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force
@@ -604,6 +640,8 @@ class ActivationCore:
         else:
             definition = self._catalog.attributes[cdp_id]
             async for rows in self._projections.values(cdp_id, self._partitions):
+                if dropped():
+                    return
                 unusable: list[DeadLetter] = []
                 for row in rows:
                     try:
@@ -621,7 +659,10 @@ class ActivationCore:
                 await self._dead.park(unusable)
                 backfill.total += len(rows) - len(unusable)
                 self._work.set()
+        if dropped():
+            return
         backfill.loaded = True
+        self.timeline.setdefault("members_loaded", time.time())
         await self.checkpoint()  # a restart resumes this backfill, it does not start over
         log.info(
             "activation %s: backfill of %s loaded, %d contacts",

@@ -647,12 +647,26 @@ class GovernorCore:
         property alone, and the others are ensured all the same."""
 
         async def op(client: HubSpotClient) -> dict[str, str]:
-            await client.ensure_property_group()
+            # The group and the properties' reads go out together; creating a property waits
+            # for its group (`before_writes`). Each request still takes its own permit.
+            group = asyncio.ensure_future(client.ensure_property_group())
+            try:
+                problems = await properties(client, group)
+                await group  # its error, if it failed after the properties needed nothing of it
+                return problems
+            finally:
+                if not group.done():
+                    group.cancel()
+                    await asyncio.gather(group, return_exceptions=True)
+
+        async def properties(client: HubSpotClient, group: Awaitable[object]) -> dict[str, str]:
             problems: dict[str, str] = {}
             todo = list(specs)
             while todo:
                 try:
-                    results = await client.ensure_properties(todo, on_archived="report")
+                    results = await client.ensure_properties(
+                        todo, on_archived="report", before_writes=group
+                    )
                 except ValidationError as exc:
                     refused = {s.name for s in todo} & set(exc.ids)
                     if not refused:

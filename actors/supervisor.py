@@ -113,11 +113,13 @@ class SupervisorCore:
             self._placement.ensure_router(p)
 
         live = self.activations.by_id
-        for activation_id in live:
-            self._placement.ensure_activation(activation_id)
+        # Governors first: an activation's first turn (its schema calls) then finds its token's
+        # governor already starting, instead of waiting for it to be created after the actor.
         fingerprints = {spec.token_fingerprint for spec in live.values()}
         for fingerprint in fingerprints:
             self._placement.ensure_governor(fingerprint)
+        for activation_id in live:
+            self._placement.ensure_activation(activation_id)
 
         for activation_id in self._placement.running("activation") - set(live):
             await self._placement.stop("activation", activation_id)
@@ -171,7 +173,9 @@ class SupervisorCore:
         stop: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """Reconcile forever; a failing step is logged and retried after a pause, never fatal."""
+        """Reconcile as soon as the control stream gains an entry, and every ``interval``
+        otherwise (the fallback that restarts actors Ray lost and drops deleted audiences'
+        projections); a failing step is logged and retried after a growing pause, never fatal."""
         while not stop():
             try:
                 await self.reconcile()
@@ -179,7 +183,29 @@ class SupervisorCore:
             except Exception:
                 self.failures += 1
                 log.exception("reconcile failed (%d in a row); retrying", self.failures)
-            await sleep(min(interval * (1 + self.failures), 30.0))
+            pause = min(interval * (1 + self.failures), 30.0)
+            if self.failures:
+                await sleep(pause)  # Redis may be what failed: no blocking read on it now
+            else:
+                await self.wait_for_control(pause, sleep)
+
+    async def wait_for_control(
+        self, timeout: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> bool:
+        """Wait until the control stream holds an entry after the last one folded (True), or
+        ``timeout`` seconds (False): an ``activation create`` is placed at once, not at the
+        next poll. A failing read waits out the timeout instead, so Redis down is no busy loop."""
+        try:
+            reply = await self._redis.xread(
+                {self._keys.activations: self.activations.last_id},
+                count=1,
+                block=max(1, round(timeout * 1000)),
+            )
+        except Exception:
+            log.exception("waiting on the control stream failed; polling instead")
+            await sleep(timeout)
+            return False
+        return bool(reply)
 
 
 def _glob_escape(text: str) -> str:

@@ -12,6 +12,10 @@ A rolling window lets the first 100 calls go at once and quantises the rest: C c
 finish sooner than floor((C - 1) / 100) x 10 s after the first one (205 calls: 20 s, whatever
 the client does). ``efficiency_vs_window_bound`` is that bound / the first-to-last time: how close
 hubsync came to what the limit allows, independent of where N falls between windows.
+
+``startup`` splits the seconds from creation to the first write: the Supervisor placing the
+actor (its name registered), the actor's constructor running (a Ray worker process started),
+its first reconcile (recovered), the schema ready in HubSpot, the members loaded, the first write.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import secrets
 import sys
 import time
 from typing import Any
+
+import ray
 
 from bench import harness as h
 from events.model import AudienceDefined, AudienceEntered
@@ -42,7 +48,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         h.log(f"{n:,} members projected; creating the activation")
         token = f"pat-bench-{secrets.token_hex(6)}"
         created = await h.create_activation(stack, redis, "backfill", token, audiences=["bf"])
-        handle = await h.activation_handle(stack, "backfill")
+        handle, placed = await _placed(stack, "backfill")
         trace: dict[str, list[Any]] = {"stalls": [], "refusals": []}
         tracer = asyncio.create_task(_trace(stack, handle, trace)) if args.trace else None
         deadline = time.monotonic() + max(120.0, n / 500)
@@ -60,6 +66,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
                 raise TimeoutError(f"backfill incomplete: {stats['contacts']}/{n} in HubSpot")
             await asyncio.sleep(0.25)
         done_at = time.time()
+        timeline = await handle.__ray_call__.remote(
+            lambda self: dict(getattr(self.core, "timeline", {}))
+        )
         if tracer is not None:
             tracer.cancel()
         prop = s["properties"]["a:bf"]
@@ -87,6 +96,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "seconds_first_to_last_write": round(last - first, 2),
         "seconds_creation_to_first_write": round(first - created, 2),
         "seconds_until_bench_saw_done": round(done_at - created, 2),
+        "startup": _startup(created, placed, timeline, first),
         "contacts_per_s_from_creation": round(from_creation, 1),
         "contacts_per_s_first_to_last": round(first_to_last, 1),
         "ceiling_contacts_per_s": h.STARTER_CEILING,
@@ -112,6 +122,38 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             k: [[round(x - created, 2) for x in row] for row in v] for k, v in trace.items()
         }
     return result
+
+
+async def _placed(stack: h.BenchStack, activation_id: str) -> tuple[Any, float]:
+    """The activation's handle and when its name was registered (the Supervisor placed it)."""
+    assert stack.config is not None
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            handle = ray.get_actor(f"activation:{activation_id}", namespace=stack.config.namespace)
+            return handle, time.time()
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"activation:{activation_id} was not placed") from None
+            await asyncio.sleep(0.01)
+
+
+def _startup(
+    created: float, placed: float, timeline: dict[str, float], first_write: float
+) -> dict[str, float | None]:
+    """Seconds from the creation to each step (None: the actor does not record that step)."""
+
+    def since(at: float | None) -> float | None:
+        return None if at is None else round(at - created, 3)
+
+    return {
+        "placed": since(placed),
+        "actor_started": since(timeline.get("started")),
+        "first_reconcile": since(timeline.get("reconcile")),
+        "schema_ready": since(timeline.get("schema_ready")),
+        "members_loaded": since(timeline.get("members_loaded")),
+        "first_write": since(first_write),
+    }
 
 
 async def _trace(stack: h.BenchStack, handle: Any, trace: dict[str, list[Any]]) -> None:
@@ -143,6 +185,11 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
             "creation -> last write",
             f"{r['seconds_from_creation']} s",
             f"first write after {r['seconds_creation_to_first_write']} s",
+        ),
+        (
+            "creation -> first write, by step",
+            " / ".join("-" if v is None else f"{v:g}" for v in r["startup"].values()),
+            "s to: " + " / ".join(r["startup"]),
         ),
         ("first write -> last write", f"{r['seconds_first_to_last_write']} s", ""),
         (

@@ -17,6 +17,7 @@ The access token never appears in a message, repr or log; `token_fingerprint` na
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import itertools
@@ -787,10 +788,14 @@ class HubSpotClient:
         specs: Sequence[PropertySpec],
         *,
         on_archived: Literal["raise", "report"] = "raise",
+        before_writes: Awaitable[object] | None = None,
     ) -> list[EnsureResult]:
         """Make each property exist and match its spec. Idempotent; several requests:
         batch read (1 per 100), batch read of archived names if some are missing, batch
-        create of the missing, one PATCH per drifted property.
+        create of the missing, one PATCH per drifted property (the PATCHes at once).
+
+        ``before_writes`` (e.g. the task making their property group) is awaited after the
+        reads and before the first create or PATCH: the reads overlap it, the writes need it.
 
         A name found only in HubSpot's recycle bin is not re-created: with on_archived="raise"
         an ArchivedPropertyError names them (after everything else is ensured); with "report"
@@ -804,6 +809,8 @@ class HubSpotClient:
         missing = [n for n in names if n not in existing]
         archived = await self._batch_read_properties(missing, archived=True) if missing else {}
         to_create = [n for n in missing if n not in archived]
+        if before_writes is not None:
+            await before_writes
         created: set[str] = set()
         for start in range(0, len(to_create), MAX_BATCH):
             chunk = to_create[start : start + MAX_BATCH]
@@ -816,8 +823,15 @@ class HubSpotClient:
                 results[name] = EnsureResult(name=name, outcome=EnsureOutcome.CREATED)
             elif name in archived:
                 results[name] = EnsureResult(name=name, outcome=EnsureOutcome.ARCHIVED)
-            else:
-                results[name] = await self._reconcile(by_name[name], existing[name])
+        # Drifted properties do not depend on each other: their PATCHes go out together.
+        kept = [n for n in names if n not in results]
+        patched = await asyncio.gather(
+            *(self._reconcile(by_name[n], existing[n]) for n in kept), return_exceptions=True
+        )
+        for name, result in zip(kept, patched, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            results[name] = result
         if on_archived == "raise" and archived:
             listed = ", ".join(sorted(archived))
             raise ArchivedPropertyError(
