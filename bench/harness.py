@@ -31,7 +31,7 @@ from events.activations import Activations
 from events.model import ActivationCreated, ActivationPaused, CdpEvent, Plan
 from events.redis_server import RedisServer
 from events.secrets import Sealer, load_or_create_key
-from events.streams import Publisher, ensure_partitions
+from events.streams import Publisher, ensure_partitions, group_backlog
 from hubsync.config import Config, secret_key
 from hubsync.service import Service
 from hubsync.stack import EmulatorProcess, LocalStack
@@ -346,17 +346,12 @@ async def wait_routed(stack: LocalStack, redis: aioredis.Redis, timeout: float =
     keys = stack.config.keys
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = True
-        for p in range(stack.config.partitions):
-            groups = await redis.xinfo_groups(keys.changes(p))
-            if not groups:
-                done = False
-                break
-            g = groups[0]
-            if g.get("pending", 0) or g.get("lag") not in (0, None):
-                done = False
-                break
-        if done:
+        groups = [await redis.xinfo_groups(keys.changes(p)) for p in range(stack.config.partitions)]
+        if all(groups) and not [
+            p
+            for p in range(stack.config.partitions)
+            if await group_backlog(redis, keys.changes(p), "routers")
+        ]:
             return
         await asyncio.sleep(0.2)
     raise TimeoutError("the Routers did not catch up with the change streams")

@@ -34,7 +34,7 @@ from events.model import (
     AudienceLeft,
     encode,
 )
-from events.streams import EVENT_FIELD, partition_of
+from events.streams import EVENT_FIELD, group_backlog, partition_of
 
 TICK = 0.05
 
@@ -62,13 +62,13 @@ def prepared(count: int, contacts: int, partitions: int, keys: Any) -> list[tupl
 async def backlog(redis: Any, stack: h.BenchStack) -> int:
     """Entries of the change streams the routers have not read yet (consumer-group lag)."""
     assert stack.config is not None
-    total = 0
-    for p in range(stack.config.partitions):
-        for group in await redis.xinfo_groups(stack.config.keys.changes(p)):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == "routers":
-                total += int(group.get("lag") or 0) + int(group.get("pending") or 0)
-    return total
+    keys = stack.config.keys
+    return sum(
+        [
+            await group_backlog(redis, keys.changes(p), "routers")
+            for p in range(stack.config.partitions)
+        ]
+    )
 
 
 async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:

@@ -50,7 +50,6 @@ from typing import Any, get_args
 
 import msgspec
 import ray
-from redis.exceptions import ResponseError
 
 from bench import harness as h
 from events.model import (
@@ -63,7 +62,7 @@ from events.model import (
     encode,
 )
 from events.redis_server import stop_process
-from events.streams import EVENT_FIELD, Keys, partition_of
+from events.streams import EVENT_FIELD, Keys, group_backlog, partition_of
 
 GROWTH = 0.05  # the last third's mean may exceed the middle third's by this share
 FLOOR_COUNT = 100.0  # entries or contacts: below this difference, a series is noise
@@ -339,16 +338,7 @@ def rss_or_none(pid: int | None) -> int | None:
 async def backlog(redis: Any, stream: str) -> int:
     """Entries of one change stream not yet acknowledged by the routers (lag + pending); 0 for a
     stream that does not exist yet (nothing published to it, its Router not started)."""
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" not in str(exc):
-            raise
-        return 0
-    total = 0
-    for group in groups:
-        total += int(group.get("lag") or 0) + int(group.get("pending") or 0)
-    return total
+    return await group_backlog(redis, stream, "routers")
 
 
 async def take_sample(

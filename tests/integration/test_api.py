@@ -106,6 +106,8 @@ class Api:
             elif kind == "stream":
                 for entry_id, fields in await self.redis.xrange(key):
                     out += [entry_id, *(b for kv in fields.items() for b in kv)]
+            elif kind == "list":  # a snapshot written in pieces
+                out += await self.redis.lrange(key, 0, -1)
             else:
                 pytest.fail(f"{key!r} is a {kind}, which this scan does not read")
         return out
