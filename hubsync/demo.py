@@ -217,7 +217,7 @@ async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
         )
         token = f"pat-demo-{secrets.token_hex(8)}"
         activation_id = "demo"
-        await _wait_projected(redis, config, len(story.before))
+        await _wait_projected(redis, config)
         await Activations().execute(
             redis,
             config.keys,
@@ -251,7 +251,7 @@ async def _play(stack: LocalStack, story: Story, console: Console) -> bool:
         await redis.aclose()
 
 
-async def _wait_projected(redis: aioredis.Redis, config: Any, total: int) -> None:
+async def _wait_projected(redis: aioredis.Redis, config: Any) -> None:
     from events.projections import Projections
 
     projections = Projections(redis, config.keys)

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -28,6 +29,21 @@ from events.model import (
 from events.secrets import Sealer
 from events.streams import Keys, Publisher, ensure_partitions
 from scheduler import DampingPolicy
+
+
+def redis_servers_in(directory: Path) -> list[int]:
+    """Pids of redis-server processes working in ``directory`` (Redis chdirs to its --dir and
+    rewrites its command line, so the working directory is what tells)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] == "redis-server" and process.cwd() == str(directory.resolve()):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def scenario(

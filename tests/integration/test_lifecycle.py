@@ -26,7 +26,7 @@ from events.model import (
 from events.redis_server import free_port
 from events.streams import Keys, append_control
 from tests.integration.conftest import SECRET_KEY
-from tests.integration.harness import Hubsync
+from tests.integration.harness import Hubsync, redis_servers_in
 
 pytestmark = pytest.mark.integration
 
@@ -97,19 +97,6 @@ def test_every_command_says_in_one_line_that_redis_is_unreachable(
     result = hubsync_cli(args, env)
     assert_one_line_error(result, f"cannot reach Redis at redis://***@127.0.0.1:{port}/0")
     assert PASSWORD not in result.stdout + result.stderr
-
-
-def redis_servers_in(directory: Path) -> list[int]:
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["name"]):
-        try:
-            if process.info["name"] == "redis-server" and process.cwd() == str(directory.resolve()):
-                found.append(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 @pytest.mark.parametrize("args", [c for c in COMMANDS if c != ("up",)], ids=" ".join)

@@ -21,6 +21,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from crm.emulator import EmulatorServer
+from tests.integration.harness import redis_servers_in
 
 pytestmark = pytest.mark.integration
 
@@ -325,21 +326,6 @@ def test_sigterm_with_redis_gone_still_stops_within_30s(how: str, tmp_path: Path
                     os.kill(private.process.pid, signal.SIGCONT)
         finally:
             up.kill()
-
-
-def redis_servers_in(directory: Path) -> list[int]:
-    """Pids of redis-server processes working in ``directory`` (Redis chdirs to its --dir and
-    rewrites its command line, so the working directory is what tells)."""
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["name"]):
-        try:
-            if process.info["name"] == "redis-server" and process.cwd() == str(directory.resolve()):
-                found.append(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def test_up_owns_the_embedded_redis_and_leaves_none_behind(tmp_path: Path) -> None:
