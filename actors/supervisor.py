@@ -23,6 +23,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from actors.loops import forever
 from events.activations import Activations
 from events.catalog import Catalog
 from events.model import ActivationDeleted, ControlEvent, InvalidEvent, decode_control_event
@@ -100,7 +101,6 @@ class SupervisorCore:
         self.catalog = Catalog()
         self._dropped_audiences: set[str] = set()
         self._dropped_attributes: set[str] = set()
-        self.failures = 0
 
     async def reconcile(self) -> None:
         if not self.partitions:
@@ -175,19 +175,18 @@ class SupervisorCore:
     ) -> None:
         """Reconcile as soon as the control stream gains an entry, and every ``interval``
         otherwise (the fallback that restarts actors Ray lost and drops deleted audiences'
-        projections); a failing step is logged and retried after a growing pause, never fatal."""
-        while not stop():
-            try:
-                await self.reconcile()
-                self.failures = 0
-            except Exception:
-                self.failures += 1
-                log.exception("reconcile failed (%d in a row); retrying", self.failures)
-            pause = min(interval * (1 + self.failures), 30.0)
-            if self.failures:
-                await sleep(pause)  # Redis may be what failed: no blocking read on it now
-            else:
-                await self.wait_for_control(pause, sleep)
+        projections); a failing step is logged and retried after the actors' backoff (a plain
+        sleep: Redis may be what failed, so no blocking read on it then), never fatal."""
+        await forever(
+            "reconcile",
+            self.reconcile,
+            log=log,
+            base=interval,
+            cap=30.0,
+            idle=lambda: self.wait_for_control(min(interval, 30.0), sleep),
+            stop=stop,
+            sleep=sleep,
+        )
 
     async def wait_for_control(
         self, timeout: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
