@@ -185,7 +185,7 @@ class RouterCore:
             after=self._projection_position,
         )
         # Routes are read after the projection is written: an activation whose backfill read the
-        # projection before this write is already in the routes we read now (see ARCHITECTURE).
+        # projection before this write is already in the routes we read now (ARCHITECTURE.md step 4).
         await self._refresh_routes()
         routes: dict[str, list[Change]] = defaultdict(list)
         for pos, event, key, value in valid:
