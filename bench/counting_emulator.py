@@ -1,14 +1,10 @@
 """`hubsync emulator`, instrumented for benchmarks: it remembers every write of every contact.
 
 The emulator keeps only the last write time per property; the flips scenario needs how many
-times each contact was written. This child-process entry point observes the emulator's calls
-(`HubSpotState.observe`) and answers ``GET /_emulator/contacts?with_timestamps=1`` with
-``writes`` added: the time of each write of the contact, in order (one call's writes share one
-time). Nothing else changes; it takes the same flags as `hubsync emulator`.
-
-A write is a contact in the results of a batch upsert, update or create, or a PATCH answered
-200. (A batch create without trace ids that fails whole after writing some inputs is not counted:
-neither hubsync nor the SDK peers make that call.)
+times each contact was written. This child-process entry point observes the emulator's contact
+writes (`HubSpotState.observe_writes`) and answers ``GET /_emulator/contacts?with_timestamps=1``
+with ``writes`` added: the time of each write of the contact, in order (one call's writes share
+one time). Nothing else changes; it takes the same flags as `hubsync emulator`.
 
     python -m bench.counting_emulator --port 0 --plan starter
 """
@@ -25,14 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from crm.emulator.state import Handled, HubSpotState
+from crm.emulator.state import HubSpotState
 from hubsync.emulator_cmd import emulator, serve
 
 __all__ = ["WriteCounter", "main"]
-
-_BATCH_WRITES = frozenset(
-    {"contacts_batch_upsert", "contacts_batch_update", "contacts_batch_create"}
-)
 
 
 class WriteCounter:
@@ -41,18 +33,10 @@ class WriteCounter:
     def __init__(self, state: HubSpotState) -> None:
         self.state = state
         self.writes: defaultdict[str, list[float]] = defaultdict(list)
-        state.observe(self.seen)
+        state.observe_writes(self.written)
 
-    def seen(self, call: Handled) -> None:
-        answer = call.response
-        if call.operation in _BATCH_WRITES and answer.status in (200, 201, 207):
-            records: Sequence[dict[str, Any]] = answer.body["results"]
-        elif call.operation == "contact_patch" and answer.status == 200:
-            records = (answer.body,)
-        else:
-            return
-        for record in records:
-            self.writes[record["id"]].append(call.at)
+    def written(self, contact_id: str, at: float) -> None:
+        self.writes[contact_id].append(at)
 
     def contacts(self, *, with_timestamps: bool = False) -> list[dict[str, Any]]:
         out = self.state.dump_contacts(with_timestamps=with_timestamps)

@@ -7,7 +7,7 @@ injector may refuse or leave out chosen emails (`FaultSettings.reject_emails`/`o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,9 +25,12 @@ from crm.emulator.wire import (
     reject_duplicates,
 )
 
-__all__ = ["SEARCH_MAX_LIMIT", "Contact", "Contacts"]
+__all__ = ["SEARCH_MAX_LIMIT", "Contact", "Contacts", "WriteObserver"]
 
 SEARCH_MAX_LIMIT = 200
+
+WriteObserver = Callable[[str, float], None]
+"""Told of each write of a contact: its id and the time of the call that wrote it."""
 
 
 @dataclass(slots=True)
@@ -54,11 +57,17 @@ class Contacts:
     """The contact records of one emulated account, by id and by email."""
 
     def __init__(
-        self, settings: Callable[[], EmulatorConfig], schema: Schema, faults: FaultInjector
+        self,
+        settings: Callable[[], EmulatorConfig],
+        schema: Schema,
+        faults: FaultInjector,
+        *,
+        write_observers: Sequence[WriteObserver] = (),
     ) -> None:
         self._settings = settings
         self._schema = schema
         self._faults = faults
+        self._write_observers = write_observers
         self.contacts: dict[str, Contact] = {}
         self.by_email: dict[str, str] = {}
         self._next_id = 1001
@@ -110,6 +119,8 @@ class Contacts:
         contact.updated_at = now
         contact.properties["lastmodifieddate"] = iso(now)
         self.inputs_written += 1
+        for observer in self._write_observers:
+            observer(contact.id, now)
 
     def _record(self, contact: Contact, names: Iterable[str] | None = None) -> dict[str, Any]:
         props = contact.properties

@@ -36,7 +36,7 @@ from crm.emulator.auth import (
     Tokens,
 )
 from crm.emulator.config import EmulatorConfig
-from crm.emulator.contacts import Contacts
+from crm.emulator.contacts import Contacts, WriteObserver
 from crm.emulator.faults import FaultInjector, FaultSettings
 from crm.emulator.limits import PLANS, DailyBudget
 from crm.emulator.pipeline import (
@@ -58,6 +58,7 @@ __all__ = [
     "Handled",
     "HubSpotState",
     "Observer",
+    "WriteObserver",
 ]
 
 Clock = Callable[[], float]
@@ -114,6 +115,8 @@ class HubSpotState:
         self.faults = FaultInjector(seed)
         self.observers: list[Observer] = []
         """Called with a `Handled` after each API call (kept across `reset`)."""
+        self.write_observers: list[WriteObserver] = []
+        """Called with (contact id, time) on each write of a contact (kept across `reset`)."""
         self.reset()
 
     # ---- lifecycle and administration -------------------------------------------------
@@ -124,7 +127,9 @@ class HubSpotState:
         self.auth = Tokens(self._initial_tokens, self._settings)
         self.faults.clear(self.seed)
         self.schema = Schema(self._settings, self.clock())
-        self.contacts = Contacts(self._settings, self.schema, self.faults)
+        self.contacts = Contacts(
+            self._settings, self.schema, self.faults, write_observers=self.write_observers
+        )
         self.pipeline = RequestPipeline(
             operations(self.schema, self.contacts),
             settings=self._settings,
@@ -140,6 +145,11 @@ class HubSpotState:
     def observe(self, observer: Observer) -> None:
         """Call `observer` after each API call with what was asked and answered."""
         self.observers.append(observer)
+
+    def observe_writes(self, observer: WriteObserver) -> None:
+        """Call `observer` on each write of a contact, also one that a failing batch made before
+        it failed (which an answer's results do not show)."""
+        self.write_observers.append(observer)
 
     def register_token(self, token: str, scopes: Iterable[str] = ALL_SCOPES) -> str:
         self.auth.register(token, scopes)

@@ -1,5 +1,5 @@
 """The benchmarks' counting emulator: every write of every contact, through the emulator's
-observer hook (no patching), served with the contacts as `writes`."""
+write hook (no patching), served with the contacts as `writes`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,26 @@ def test_counts_each_written_contact_once_per_call_and_nothing_for_refused_calls
     }
     assert by_email == {"a@x.com": [start, start + 1], "b@x.com": [start, start + 12]}
     assert all("writes" not in c for c in counter.contacts())
+
+
+def test_counts_what_a_batch_wrote_before_it_failed_whole() -> None:
+    """A batch create without trace ids writes its inputs in order and answers 400 at the first
+    bad one: the answer shows no results, the account holds the first contact, and so does the
+    count."""
+    state = HubSpotState(tokens={TOKEN: ALL_SCOPES}, clock=FakeClock())
+    counter = WriteCounter(state)
+    inputs = [{"properties": {"email": "c@x.com"}}, {"properties": {"email": "not-an-email"}}]
+    answer = state.handle(
+        ApiRequest(
+            operation="contacts_batch_create",
+            method="POST",
+            body=msgspec.json.encode({"inputs": inputs}),
+            authorization=f"Bearer {TOKEN}",
+        )
+    )
+    assert answer.status == 400
+    (contact,) = counter.contacts(with_timestamps=True)
+    assert contact["properties"]["email"] == "c@x.com" and len(contact["writes"]) == 1
 
 
 def patch_request(contact_id: str) -> ApiRequest:
