@@ -27,21 +27,15 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.governor import (
-    GRANT_INTERVAL_S,
-    CallFailed,
-    CallRefused,
-    Outcome,
-    TokenRejected,
-    WriteReport,
-)
+from actors.governor import GRANT_INTERVAL_S
+from actors.governor_port import CallFailed, CallRefused, GovernorPort, TokenRejected
 from actors.loops import forever
-from actors.messages import Change, decode_changes
+from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, decode_changes
 from actors.router import INBOX_FIELD
 from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
@@ -65,8 +59,9 @@ from events.streams import (
     read_rows,
 )
 from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
+from scheduler.dispatch import Permit
 
-__all__ = ["ActivationCore", "GovernorPort"]
+__all__ = ["ActivationCore"]
 
 log = logging.getLogger("hubsync.activation")
 
@@ -76,26 +71,6 @@ ID_CACHE_LIMIT = 1_000_000
 INBOX_PAGE = 100  # inbox entries read at once (each: one router step's changes, up to 2000)
 INBOX_BLOCK_MS = 1000  # how long one inbox read waits for new entries
 PROBLEM_RETRY = 60.0  # seconds before a property with a problem is tried again
-
-
-class GovernorPort(Protocol):
-    """What an activation asks of its token's RateGovernor (a Ray actor handle in production)."""
-
-    async def turn(self, activation_id: str, lane: str) -> None: ...
-    async def release(self, activation_id: str) -> None: ...
-    async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport: ...
-    async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport: ...
-    async def read_ids(
-        self, activation_id: str, lane: str, emails: list[str]
-    ) -> dict[str, str]: ...
-    async def ensure_schema(
-        self, activation_id: str, specs: list[PropertySpec]
-    ) -> dict[str, str]: ...
-    async def archive(self, activation_id: str, name: str) -> bool: ...
 
 
 class Backfill(msgspec.Struct):
@@ -708,57 +683,68 @@ class ActivationCore:
                     pass
             lane = Lane.REALTIME if Lane.REALTIME in due else Lane.BACKFILL
             governor = self._governor()
-            await governor.turn(self.activation_id, lane.value)
+            permit = await governor.turn(self.activation_id, lane)
             batch = self.coalescer.take(self._clock.now())
             if batch is None:
-                await governor.release(self.activation_id)
+                await governor.release(permit)
                 return
-        await self._send(governor, batch)
+        await self._send(governor, batch, permit)
 
-    async def _send(self, governor: GovernorPort, batch: Batch) -> None:
-        lane = batch.lane.value if isinstance(batch.lane, Lane) else str(batch.lane)
+    async def _send(self, governor: GovernorPort, batch: Batch, permit: Permit) -> None:
+        lane = batch.lane
         contacts = [(c.email, c.properties) for c in batch.contacts]
         try:
             if self.spec is not None and self.spec.mode == "update_only":
-                report = await self._update_only(governor, lane, contacts)
+                report = await self._update_only(governor, lane, contacts, permit)
             else:
-                report = await governor.upsert(self.activation_id, lane, contacts)
+                report = await governor.upsert(self.activation_id, lane, contacts, permit)
         except (TokenRejected, CallFailed) as exc:
             self.coalescer.retry(batch)
             self.last_error = str(exc)
             return
         except CallRefused as exc:  # HubSpot keeps refusing it (e.g. a 404 on the read): park it
-            report = WriteReport([Outcome(e, "failed", reason=str(exc)) for e, _ in contacts])
+            report = WriteReport(
+                [Outcome(e, OutcomeStatus.FAILED, reason=str(exc)) for e, _ in contacts]
+            )
         except BaseException:
             self.coalescer.retry(batch)
             raise
         await self._record(batch, report)
 
     async def _update_only(
-        self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        governor: GovernorPort,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit,
     ) -> WriteReport:
+        carried: Permit | None = permit  # for the first call: the read, or else the update
         unknown = [email for email, _ in contacts if email not in self._ids]
         if unknown:
-            found = await governor.read_ids(self.activation_id, lane, unknown)
+            found = await governor.read_ids(self.activation_id, lane, unknown, carried)
+            carried = None
             if len(self._ids) + len(found) > ID_CACHE_LIMIT:
                 self._ids.clear()
             self._ids.update(found)
         records = [(self._ids[e], props) for e, props in contacts if e in self._ids]
         by_id = {self._ids[e]: e for e, _ in contacts if e in self._ids}
         outcomes = [
-            Outcome(e, "missing", reason="not in HubSpot (update-only mode)")
+            Outcome(e, OutcomeStatus.MISSING, reason="not in HubSpot (update-only mode)")
             for e, _ in contacts
             if e not in self._ids
         ]
         problems: dict[str, str] = {}
         if records:
-            report = await governor.update(self.activation_id, lane, records)
+            report = await governor.update(self.activation_id, lane, records, carried)
+            carried = None
             problems = report.property_problems
             for o in report.outcomes:
                 email = by_id.get(o.key, o.key)
-                if o.status == "missing":
+                if o.status == OutcomeStatus.MISSING:
                     self._ids.pop(email, None)
                 outcomes.append(Outcome(email, o.status, o.contact_id, o.reason))
+        if carried is not None:  # every contact was unknown: no call went out on it
+            await governor.release(carried)
         return WriteReport(outcomes, problems)
 
     async def _record(self, batch: Batch, report: WriteReport) -> None:
@@ -768,13 +754,13 @@ class ActivationCore:
         ok = [
             c.email
             for c in batch.contacts
-            if by_email.get(c.email, _RETRY).status in ("written", "created")
+            if by_email.get(c.email, _RETRY).status
+            in (OutcomeStatus.WRITTEN, OutcomeStatus.CREATED)
         ]
-        bad = [c for c in batch.contacts if by_email.get(c.email, _RETRY).status == "failed"]
-        missing = [
-            c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "missing"
-        ]
-        retry = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "retry"]
+        status = {c.email: by_email.get(c.email, _RETRY).status for c in batch.contacts}
+        bad = [c for c in batch.contacts if status[c.email] == OutcomeStatus.FAILED]
+        missing = [c.email for c in batch.contacts if status[c.email] == OutcomeStatus.MISSING]
+        retry = [c.email for c in batch.contacts if status[c.email] == OutcomeStatus.RETRY]
         self.coalescer.acknowledge(batch, only=ok)
         self.coalescer.discard(batch, only=missing)
         if retry:
@@ -785,7 +771,7 @@ class ActivationCore:
             counters.day, counters.written_today = day, 0
         counters.written += len(ok)
         counters.written_today += len(ok)
-        counters.created += sum(1 for e in ok if by_email[e].status == "created")
+        counters.created += sum(1 for e in ok if by_email[e].status == OutcomeStatus.CREATED)
         counters.not_in_hubspot += len(missing)
         counters.calls += 1
         self._dirty = True
@@ -910,7 +896,7 @@ class ActivationCore:
         )
 
 
-_RETRY = Outcome("", "retry")
+_RETRY = Outcome("", OutcomeStatus.RETRY)
 
 
 def _return_freed_memory() -> None:

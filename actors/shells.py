@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,10 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, WriteReport
+from actors.governor import GovernorCore
+from actors.governor_port import GovernorPort, Permit
 from actors.loops import forever
+from actors.messages import WriteReport
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
@@ -28,12 +31,13 @@ from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
 from events.connection import connect
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
-from scheduler import DampingPolicy
+from scheduler import DampingPolicy, Lane
 
 __all__ = [
     "CHECKPOINT_TIMEOUT_S",
     "ActivationActor",
     "RateGovernor",
+    "RayGovernor",
     "RouterActor",
     "Settings",
     "SupervisorActor",
@@ -204,8 +208,6 @@ class _RayPlacement:
 class _Located:
     async def where(self) -> dict[str, Any]:
         """This actor's process and node (for operators and tests)."""
-        import os
-
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
@@ -344,36 +346,61 @@ class RouterActor(_Located):
         }
 
 
-class _GovernorPort:
-    """An ActivationCore's view of its governor actor."""
+class RayGovernor:
+    """The GovernorPort over a RateGovernor actor's handle: what an ActivationCore (or the API)
+    holds of its token's governor in production."""
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
 
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self._h.turn.remote(activation_id, lane)
+    async def turn(self, activation_id: str, lane: Lane) -> Permit:
+        permit: Permit = await self._h.turn.remote(activation_id, lane)
+        return permit
 
-    async def release(self, activation_id: str) -> None:
-        await self._h.release.remote(activation_id)
+    async def release(self, permit: Permit) -> None:
+        await self._h.release.remote(permit)
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self._h.upsert.remote(activation_id, lane, contacts)
+        report: WriteReport = await self._h.upsert.remote(activation_id, lane, contacts, permit)
+        return report
 
     async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        records: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self._h.update.remote(activation_id, lane, records)
+        report: WriteReport = await self._h.update.remote(activation_id, lane, records, permit)
+        return report
 
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self._h.read_ids.remote(activation_id, lane, emails)
+    async def read_ids(
+        self, activation_id: str, lane: Lane, emails: list[str], permit: Permit | None = None
+    ) -> dict[str, str]:
+        ids: dict[str, str] = await self._h.read_ids.remote(activation_id, lane, emails, permit)
+        return ids
+
+    async def read_contact(
+        self, activation_id: str, email: str, properties: list[str]
+    ) -> dict[str, str | None] | None:
+        found: dict[str, str | None] | None = await self._h.read_contact.remote(
+            activation_id, email, properties
+        )
+        return found
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self._h.ensure_schema.remote(activation_id, specs)
+        problems: dict[str, str] = await self._h.ensure_schema.remote(activation_id, specs)
+        return problems
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._h.archive.remote(activation_id, name)
+        archived: bool = await self._h.archive.remote(activation_id, name)
+        return archived
 
 
 class ActivationActor(_Located):
@@ -385,7 +412,7 @@ class ActivationActor(_Located):
             _redis(settings),
             settings.keys,
             activation_id,
-            lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
+            lambda fingerprint: RayGovernor(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
             damping=settings.damping,
             on_written=self._written,
@@ -444,8 +471,17 @@ class ActivationActor(_Located):
 class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
+        from actors.metrics import RayCallMetrics
+
         self.core = GovernorCore(
-            _redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s
+            _redis(settings),
+            settings.keys,
+            fingerprint,
+            # Read here, in the actor's process: never an actor constructor argument (Ray shows
+            # those in its dashboard).
+            secret_key=os.environ.get("HUBSYNC_SECRET_KEY"),
+            metrics=RayCallMetrics(fingerprint),
+            http_timeout=settings.http_timeout_s,
         )
         self.core.start()
         self._tag = {"token": fingerprint}
@@ -475,29 +511,41 @@ class RateGovernor(_Located):
         """What the Actors tab's Repr column says, now."""
         return repr(self)
 
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self.core.turn(activation_id, lane)
+    # The GovernorPort, served to RayGovernor (actors.governor_port documents each call).
 
-    async def release(self, activation_id: str) -> None:
-        self.core.release(activation_id)
+    async def turn(self, activation_id: str, lane: Lane) -> Permit:
+        return await self.core.turn(activation_id, lane)
+
+    async def release(self, permit: Permit) -> None:
+        await self.core.release(permit)
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self.core.upsert(activation_id, lane, contacts)
+        return await self.core.upsert(activation_id, lane, contacts, permit)
 
     async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        records: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self.core.update(activation_id, lane, records)
+        return await self.core.update(activation_id, lane, records, permit)
+
+    async def read_ids(
+        self, activation_id: str, lane: Lane, emails: list[str], permit: Permit | None = None
+    ) -> dict[str, str]:
+        return await self.core.read_ids(activation_id, lane, emails, permit)
 
     async def read_contact(
         self, activation_id: str, email: str, properties: list[str]
     ) -> dict[str, str | None] | None:
         return await self.core.read_contact(activation_id, email, properties)
-
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self.core.read_ids(activation_id, lane, emails)
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
         return await self.core.ensure_schema(activation_id, specs)
@@ -532,3 +580,6 @@ def activation_actor(settings: Settings, activation_id: str) -> Any:
 def governor_actor(settings: Settings, fingerprint: str) -> Any:
     opts = placed(actor_name("governor", fingerprint), settings.namespace, settings.actor_resource)
     return remote_class(RateGovernor).options(**opts).remote(settings, fingerprint)
+
+
+_: type[GovernorPort] = RayGovernor  # mypy: the Ray adapter implements the one GovernorPort

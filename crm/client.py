@@ -7,7 +7,8 @@ as a `crm.errors.HubSpotError` subclass with `.retryable`, and the caller (the R
 decides. Every response's rate-limit headers are read into a `RateLimitInfo`, exposed on
 results and errors.
 
-Hooks for the RateGovernor, called around EVERY HTTP request:
+Hooks for the RateGovernor, called around EVERY HTTP request (`with_hooks` gives one call its
+own hooks on a client that shares the token and the HTTP connections):
     before_request()                         awaited before sending (e.g. wait for a permit)
     after_response(rate_limit, status)       after the response (status 0 = no response:
                                              timeout or dropped connection); may be async
@@ -18,6 +19,7 @@ The access token never appears in a message, repr or log; `token_fingerprint` na
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import inspect
 import itertools
@@ -383,6 +385,20 @@ class HubSpotClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def with_hooks(
+        self,
+        *,
+        before_request: BeforeRequest | None = None,
+        after_response: AfterResponse | None = None,
+    ) -> HubSpotClient:
+        """This client with other hooks: same token, base URL, version and HTTP connections (it
+        never closes them). The governor gives each call its own, so each request knows its call."""
+        hooked = copy.copy(self)
+        hooked._owns_http = False
+        hooked._before = before_request
+        hooked._after = after_response
+        return hooked
 
     def _trace_id(self) -> str:
         return f"{self._trace_prefix}-{next(self._trace_counter)}"

@@ -19,11 +19,10 @@ import redis.asyncio as aioredis
 
 import actors.activation as activation_module
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, Outcome, WriteReport
-from actors.messages import Change, encode_changes
+from actors.governor import GovernorCore
+from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, encode_changes
 from actors.router import INBOX_FIELD
 from crm.emulator import EmulatorServer
-from crm.properties import PropertySpec
 from crm.tokens import token_fingerprint
 from events.activations import Activations
 from events.connection import connect
@@ -45,39 +44,6 @@ from tests.integration.conftest import SECRET_KEY
 pytestmark = pytest.mark.integration
 
 TOKEN = "pat-inbox"
-
-
-class _Governor:
-    """An ActivationCore's view of a GovernorCore in the same process (the Ray shell's
-    _GovernorPort, without Ray)."""
-
-    def __init__(self, core: GovernorCore) -> None:
-        self.core = core
-
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self.core.turn(activation_id, lane)
-
-    async def release(self, activation_id: str) -> None:
-        self.core.release(activation_id)
-
-    async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport:
-        return await self.core.upsert(activation_id, lane, contacts)
-
-    async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport:
-        return await self.core.update(activation_id, lane, records)
-
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self.core.read_ids(activation_id, lane, emails)
-
-    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self.core.ensure_schema(activation_id, specs)
-
-    async def archive(self, activation_id: str, name: str) -> bool:
-        return await self.core.archive(activation_id, name)
 
 
 class Rig:
@@ -121,7 +87,7 @@ class Rig:
             self.redis,
             self.keys,
             self.activation_id,
-            lambda _: _Governor(self.governor),  # type: ignore[arg-type,return-value]
+            lambda _: self.governor,  # the core is a GovernorPort in-process
             linger=0.05,
         )
         self.core.start()
@@ -373,7 +339,9 @@ async def test_a_rejected_contact_leaves_the_coalescer_only_once_parked(rig: Rig
     core.coalescer.offer("bad@example.com", "raptor_vip", "true", 1, Lane.REALTIME)
     batch = core.coalescer.take(time.time() + 60, force=True)
     assert batch is not None
-    refused = WriteReport([Outcome("bad@example.com", "failed", reason="INVALID_EMAIL: nope")])
+    refused = WriteReport(
+        [Outcome("bad@example.com", OutcomeStatus.FAILED, reason="INVALID_EMAIL: nope")]
+    )
     # The dead-letter stream cannot take it (a key of the wrong type): the contact stays.
     await rig.redis.set(rig.keys.dead, "not a stream")
     with pytest.raises(Exception, match="WRONGTYPE"):

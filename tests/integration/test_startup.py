@@ -8,20 +8,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, WriteReport
+from actors.governor import GovernorCore
+from actors.governor_port import Permit
+from actors.messages import WriteReport
 from crm import HubSpotClient, attribute_property, audience_property
 from crm.emulator import EmulatorServer
 from crm.properties import PropertySpec
 from crm.tokens import token_fingerprint
 from events.model import AudienceDefined, AudienceDeleted, AudienceEntered
+from scheduler import Lane
 from tests.integration.conftest import SECRET_KEY
-from tests.integration.test_activation_inbox import TOKEN, Rig, _Governor, rig, until
+from tests.integration.test_activation_inbox import TOKEN, Rig, rig, until
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +147,28 @@ async def test_the_group_and_the_properties_reads_go_out_together(rig: Rig) -> N
     assert rig.hubspot_property(spec.name) is not None
 
 
+class _Governor:
+    """A GovernorPort over the real GovernorCore, for a test to watch some of its calls."""
+
+    def __init__(self, core: GovernorCore) -> None:
+        self.core = core
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
+        return await self.core.ensure_schema(activation_id, specs)
+
+    async def upsert(
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
+    ) -> WriteReport:
+        return await self.core.upsert(activation_id, lane, contacts, permit)
+
+
 class _SchemaWatcher(_Governor):
     """The real governor, noting what the activation had loaded when its schema call began and
     whether any write went out before the schema was ready."""
@@ -166,10 +192,14 @@ class _SchemaWatcher(_Governor):
         return problems
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
         self.first_write_at = self.first_write_at or time.monotonic()
-        return await super().upsert(activation_id, lane, contacts)
+        return await super().upsert(activation_id, lane, contacts, permit)
 
 
 async def test_members_load_while_the_schema_is_made_and_wait_for_it(rig: Rig) -> None:
@@ -217,11 +247,15 @@ class _SlowRemake(_Governor):
         return problems
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
         for _, properties in contacts:
             self.early |= set(properties) - self.made
-        return await super().upsert(activation_id, lane, contacts)
+        return await super().upsert(activation_id, lane, contacts, permit)
 
 
 async def test_members_of_a_property_made_again_wait_for_hubspot_to_have_it(rig: Rig) -> None:

@@ -22,7 +22,7 @@ from crm.emulator.app import create_app
 from crm.tokens import token_fingerprint
 from events.model import ActivationCreated, ActivationPaused, decode_control_event
 from events.streams import Keys
-from scheduler import FakeClock, split_call_bound
+from scheduler import FakeClock, Lane, split_call_bound
 
 BEFORE_MIDNIGHT = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC).timestamp()
 
@@ -49,6 +49,7 @@ class Rig:
         tokens: dict[str, frozenset[str]] | None = None,
         config: EmulatorConfig | None = None,
         start: float = 1_800_000_000.0,
+        metrics: Any = None,
     ) -> None:
         self.clock = FakeClock(start)
         self.state = HubSpotState(config, tokens=tokens, clock=self.clock.now)
@@ -69,6 +70,7 @@ class Rig:
             secret_key="unused",  # type: ignore[arg-type]
             clock=self.clock,
             sleep=sleep,
+            metrics=metrics,
             http=http,
         )
         self.core._activations.evolve(
@@ -84,8 +86,6 @@ class Rig:
             token,
             base_url="http://hubspot.test",
             http=http,
-            before_request=self.core._before_request,
-            after_response=self.core._after_response,
         )
         self.core.start()
 
@@ -95,11 +95,14 @@ class Rig:
     def log(self) -> list[tuple[float, str, str]]:
         return [(t, op, status) for t, _, op, status in self.state.request_log]
 
-    async def upsert(self, n: int = 1, activation: str = "act1", prefix: str = "c") -> list[Any]:
+    async def upsert(
+        self, n: int = 1, activation: str = "act1", prefix: str = "c", permit: Any = None
+    ) -> list[Any]:
         report = await self.core.upsert(
             activation,
-            "realtime",
+            Lane.REALTIME,
             [(f"{prefix}{i}@example.com", {"firstname": "Ada"}) for i in range(n)],
+            permit,
         )
         return report.outcomes
 
@@ -123,15 +126,18 @@ async def rig() -> Any:
 async def test_no_retry_lands_in_the_window_that_refused_it(rig: Any) -> None:
     r = rig()
     # The activation holds two permits (it took its turn for two batches), then HubSpot says 429.
-    await r.core.turn("act1", "realtime")
-    await r.core.turn("act1", "realtime")
+    first_turn = await r.core.turn("act1", Lane.REALTIME)
+    second_turn = await r.core.turn("act1", Lane.REALTIME)
     r.faults(next_n={"count": 1, "status": 429})
-    outcomes = await r.upsert()
+    outcomes = await r.upsert(permit=first_turn)
     assert [o.status for o in outcomes] == ["created"]
     (refused_at, _, first), (retried_at, _, second) = r.log()
     assert (first, second) == ("429", "200")
-    # The second permit was granted before the refusal: it must not carry the retry into the window.
-    assert retried_at - refused_at >= 10.0
+    assert retried_at - refused_at >= 10.0  # the retry waited out the window that refused it
+    # The second permit was granted before the refusal: it is void, its batch waits for a new one.
+    r.clock.set(refused_at + 1.0)
+    await r.upsert(prefix="second", permit=second_turn)
+    assert r.log()[-1][0] - refused_at >= 10.0
     assert r.core.rate_limited == 1
 
 
@@ -195,7 +201,7 @@ async def test_a_revoked_token_pauses_its_activations_once_and_calls_no_more(rig
         with pytest.raises(TokenRejected):
             await r.upsert()
         with pytest.raises(TokenRejected):
-            await r.core.turn("act1", "realtime")
+            await r.core.turn("act1", Lane.REALTIME)
     assert len(r.log()) == 1  # one 401, then not one more request
     [paused] = r.control.appended
     assert isinstance(paused, ActivationPaused) and paused.activation_id == "act1"
@@ -234,10 +240,11 @@ async def test_a_permit_used_late_counts_in_the_window_from_when_the_call_really
 ) -> None:
     r = rig()
     await r.upsert()  # warm: the first call has told the governor what is left
-    await r.core.turn("act1", "backfill")
+    permit = await r.core.turn("act1", Lane.BACKFILL)
     granted = r.core.budget.window.grants()[-1]
+    assert granted == permit.granted_at
     r.clock.advance(2.0)  # the activation was busy (a snapshot) between its turn and its send
-    await r.upsert()
+    await r.upsert(permit=permit)
     grants = r.core.budget.window.grants()
     assert granted not in grants[1:]  # moved: HubSpot counts the call when it arrives
     assert grants[-1] == r.clock.now()
