@@ -36,7 +36,8 @@ import redis.asyncio as aioredis
 
 from actors.governor_port import ActivationGone, CallFailed, CallRefused, TokenRejected
 from actors.messages import Outcome, OutcomeStatus, WriteReport
-from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, PropertyError, WriteStatus
+from crm import schema
+from crm.client import HubSpotClient
 from crm.errors import (
     AuthenticationError,
     HubSpotError,
@@ -50,6 +51,7 @@ from crm.errors import (
 from crm.plans import PLANS, REQUEST_TIMEOUT_S, WINDOW_S
 from crm.properties import PropertySpec
 from crm.ratelimit import RateLimitInfo
+from crm.results import ContactUpdate, ContactUpsert, PropertyError, WriteStatus
 from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec
 from events.model import ActivationPaused
@@ -571,7 +573,7 @@ class GovernorCore:
         async def op(client: HubSpotClient) -> dict[str, str]:
             # The group and the properties' reads go out together; creating a property waits
             # for its group (`before_writes`). Each request still takes its own permit.
-            group = asyncio.ensure_future(client.ensure_property_group())
+            group = asyncio.ensure_future(schema.ensure_property_group(client))
             try:
                 problems = await properties(client, group)
                 await group  # its error, if it failed after the properties needed nothing of it
@@ -586,8 +588,8 @@ class GovernorCore:
             todo = list(specs)
             while todo:
                 try:
-                    results = await client.ensure_properties(
-                        todo, on_archived="report", before_writes=group
+                    results = await schema.ensure_properties(
+                        client, todo, on_archived="report", before_writes=group
                     )
                 except ValidationError as exc:
                     refused = {s.name for s in todo} & set(exc.ids)

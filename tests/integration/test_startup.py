@@ -21,6 +21,7 @@ from actors.messages import WriteReport
 from crm import HubSpotClient, attribute_property, audience_property
 from crm.emulator import EmulatorServer
 from crm.properties import PropertySpec
+from crm.schema import ensure_properties, ensure_property_group
 from crm.tokens import token_fingerprint
 from events.model import AudienceDefined, AudienceDeleted, AudienceEntered
 from scheduler import Lane
@@ -92,7 +93,7 @@ async def test_properties_are_read_before_their_group_exists_and_created_after(
 ) -> None:
     hubspot, transport = recorded
     group: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    ensuring = asyncio.create_task(hubspot.ensure_properties([VIP, LTV], before_writes=group))
+    ensuring = asyncio.create_task(ensure_properties(hubspot, [VIP, LTV], before_writes=group))
     deadline = time.monotonic() + 10
     while sum(1 for e, _, p in transport.log if e == "end" and p.endswith("batch/read")) < 2:
         assert time.monotonic() < deadline, transport.log
@@ -100,7 +101,7 @@ async def test_properties_are_read_before_their_group_exists_and_created_after(
     await asyncio.sleep(0.05)
     assert not any(p.endswith("batch/create") for _, _, p in transport.log), transport.log
     assert not ensuring.done()
-    await hubspot.ensure_property_group()
+    await ensure_property_group(hubspot)
     group.set_result(None)
     results = await ensuring
     assert [r.outcome for r in results] == ["created", "created"]
@@ -110,15 +111,15 @@ async def test_drifted_properties_are_patched_together(
     recorded: tuple[HubSpotClient, RecordingTransport],
 ) -> None:
     hubspot, transport = recorded
-    await hubspot.ensure_property_group()
-    await hubspot.ensure_properties([VIP, LTV])
+    await ensure_property_group(hubspot)
+    await ensure_properties(hubspot, [VIP, LTV])
     relabelled = [
         msgspec.structs.replace(VIP, label="VIP (renamed)"),
         msgspec.structs.replace(LTV, label="Lifetime value (renamed)"),
     ]
     transport.hold, transport.until = VIP.name, LTV.name  # VIP's PATCH waits for LTV's
     transport.log.clear()
-    results = await hubspot.ensure_properties(relabelled)
+    results = await ensure_properties(hubspot, relabelled)
     assert [r.outcome for r in results] == ["updated", "updated"]
     assert transport.in_flight_together(VIP.name, LTV.name), transport.log
 

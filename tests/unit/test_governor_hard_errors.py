@@ -13,6 +13,7 @@ import pytest
 from actors.governor import REFUSED_ATTEMPTS, ActivationGone, GovernorCore, WriteReport
 from crm.emulator import EmulatorConfig
 from crm.properties import PropertySpec, attribute_property, audience_property
+from crm.schema import ensure_properties, ensure_property_group
 from events.model import ActivationDeleted, encode
 from tests.unit.test_governor_refusals import Rig
 
@@ -31,8 +32,8 @@ async def make() -> Any:
         r = Rig(config=config)
         made.append(r)
         assert r.core._client is not None
-        await r.core._client.ensure_property_group()
-        await r.core._client.ensure_properties(list(specs))
+        await ensure_property_group(r.core._client)
+        await ensure_properties(r.core._client, list(specs))
         r.state.request_log.clear()
         return r
 
