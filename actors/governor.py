@@ -32,7 +32,6 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import msgspec
-import redis.asyncio as aioredis
 
 from actors.governor_port import ActivationGone, CallFailed, CallRefused, TokenRejected
 from actors.messages import Outcome, OutcomeStatus, WriteReport
@@ -54,9 +53,9 @@ from crm.ratelimit import RateLimitInfo
 from crm.results import ContactUpdate, ContactUpsert, PropertyError, WriteStatus
 from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec
-from events.model import ActivationPaused
+from events.model import ActivationPaused, encode
+from events.ports import Storage
 from events.secrets import Sealer, SecretError
-from events.streams import Keys, append_control
 from scheduler import BatchSplitter, Clock, Lane, SystemClock, TokenBudget, backoff
 from scheduler.dispatch import WINDOW_MARGIN, Dispatcher, Grant, Permit
 
@@ -67,6 +66,7 @@ T = TypeVar("T")
 
 GRANT_INTERVAL_S = WINDOW_S + WINDOW_MARGIN  # how long a grant counts in our own window
 MAX_ATTEMPTS = 8
+STATUS_TTL_S = 120  # a governor that stops publishing its status is gone from `hubsync status`
 HTTP_TIMEOUT = REQUEST_TIMEOUT_S
 REFUSED_ATTEMPTS = 3  # tries of a call HubSpot answers with an unexpected 4xx before giving up
 LOCKED_PAUSE = 2.0  # HubSpot asks for >= 2 s between batch writes after a 423 Locked
@@ -116,22 +116,22 @@ class NoMetrics:
 class GovernorCore:
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         fingerprint: str,
         *,
         secret_key: str | None = None,
         clock: Clock | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
         metrics: CallMetrics | None = None,
         http: httpx.AsyncClient | None = None,
         http_timeout: float = HTTP_TIMEOUT,
     ) -> None:
         self.fingerprint = fingerprint
-        self._redis = redis
-        self._keys = keys
+        self._storage = storage
+        if clock is not None and sleep is None:
+            raise TypeError("a clock of your own needs its sleep: waits must move that clock")
         self._clock = clock or SystemClock()
-        self._sleep = sleep
+        self._sleep = sleep or asyncio.sleep
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(http_timeout, connect=min(5.0, http_timeout)),
             limits=httpx.Limits(max_connections=32),
@@ -223,7 +223,7 @@ class GovernorCore:
         """Fold the control stream, one fold at a time: two concurrent folds could apply a page
         read before a deletion after the page that holds it, and bring the activation back."""
         async with self._fold_lock:
-            await self._activations.refresh(self._redis, self._keys)
+            await self._activations.fold(self._storage.activations)
 
     # --- permits -----------------------------------------------------------------------------
 
@@ -379,14 +379,11 @@ class GovernorCore:
                 future.set_exception(TokenRejected(self.rejected))
         for spec in list(self._activations.by_id.values()):
             if spec.token_fingerprint == self.fingerprint and not spec.paused:
-                await append_control(
-                    self._redis,
-                    self._keys,
-                    ActivationPaused(
-                        activation_id=spec.activation_id,
-                        reason=f"HubSpot refused the token: {self.rejected}",
-                    ),
+                paused = ActivationPaused(
+                    activation_id=spec.activation_id,
+                    reason=f"HubSpot refused the token: {self.rejected}",
                 )
+                await self._storage.activations.append(encode(paused))
 
     async def upsert(
         self,
@@ -651,8 +648,10 @@ class GovernorCore:
         return None
 
     async def publish_status(self) -> None:
-        await self._redis.set(
-            self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120
+        await self._storage.status.put(
+            self._storage.keys.governor_status(self.fingerprint),
+            msgspec.json.encode(self.status()),
+            ttl_s=STATUS_TTL_S,
         )
 
     async def aclose(self) -> None:

@@ -30,6 +30,7 @@ from actors.supervisor import SupervisorCore
 from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
 from events.connection import connect
+from events.redis_backend import RedisStorage
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
 from scheduler import DampingPolicy, Lane
 
@@ -474,8 +475,7 @@ class RateGovernor(_Located):
         from actors.metrics import RayCallMetrics
 
         self.core = GovernorCore(
-            _redis(settings),
-            settings.keys,
+            RedisStorage(_redis(settings), settings.keys),
             fingerprint,
             # Read here, in the actor's process: never an actor constructor argument (Ray shows
             # those in its dashboard).

@@ -36,6 +36,7 @@ from events.model import (
     CdpEvent,
 )
 from events.projections import Projections
+from events.redis_backend import RedisStorage
 from events.secrets import Sealer
 from events.streams import DeadLetters, Keys, Publisher, ensure_partitions
 from scheduler import Lane
@@ -53,7 +54,7 @@ class Rig:
         self.emulator = emulator
         self.activation_id = f"act{uuid.uuid4().hex[:8]}"
         self.governor = GovernorCore(
-            redis, self.keys, token_fingerprint(TOKEN), secret_key=SECRET_KEY
+            RedisStorage(redis, self.keys), token_fingerprint(TOKEN), secret_key=SECRET_KEY
         )
         self.core: ActivationCore | None = None
         self._seq = 0

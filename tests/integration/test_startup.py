@@ -24,6 +24,7 @@ from crm.properties import PropertySpec
 from crm.schema import ensure_properties, ensure_property_group
 from crm.tokens import token_fingerprint
 from events.model import AudienceDefined, AudienceDeleted, AudienceEntered
+from events.redis_backend import RedisStorage
 from scheduler import Lane
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.test_activation_inbox import TOKEN, Rig, rig, until
@@ -132,8 +133,7 @@ async def test_the_group_and_the_properties_reads_go_out_together(rig: Rig) -> N
     transport = RecordingTransport(hold="/groups", until="/batch/read")
     await rig.governor.aclose()
     rig.governor = GovernorCore(
-        rig.redis,
-        rig.keys,
+        RedisStorage(rig.redis, rig.keys),
         token_fingerprint(TOKEN),
         secret_key=SECRET_KEY,
         http=httpx.AsyncClient(transport=transport, timeout=10.0),

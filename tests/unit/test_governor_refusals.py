@@ -1,8 +1,9 @@
 """The RateGovernor's retry loop against HubSpot's refusals, on a fake clock.
 
-GovernorCore talks to the emulator's pure `HubSpotState` through httpx's in-process ASGI
-transport (no socket, no network), with one FakeClock for both sides: a test moves time by
-letting the governor "sleep", it never waits for real.
+GovernorCore runs on the in-memory storage (events.memory) and talks to the emulator's pure
+`HubSpotState` through httpx's in-process ASGI transport (no socket, no network), with one
+FakeClock for both sides: a test moves time by letting the governor "sleep", it never waits for
+real.
 """
 
 from __future__ import annotations
@@ -14,34 +15,32 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
-from actors.governor import MAX_ATTEMPTS, CallFailed, GovernorCore, TokenRejected
-from crm.client import HubSpotClient
+from actors.governor import MAX_ATTEMPTS, GovernorCore
+from actors.governor_port import CallFailed, TokenRejected
 from crm.emulator import ALL_SCOPES, EmulatorConfig, FaultSettings, HubSpotState
 from crm.emulator.app import create_app
 from crm.tokens import token_fingerprint
-from events.model import ActivationCreated, ActivationPaused, decode_control_event
+from events.memory import MemoryStorage
+from events.model import ActivationCreated, ActivationPaused, decode_control_event, encode
+from events.secrets import Sealer
 from events.streams import Keys
 from scheduler import FakeClock, Lane, split_call_bound
 
 BEFORE_MIDNIGHT = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC).timestamp()
 
 
-class _ControlStream:
-    """The little of Redis a governor touches here: an empty control stream it may append to."""
-
-    def __init__(self) -> None:
-        self.appended: list[Any] = []
-
-    async def xrange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-    async def xadd(self, key: str, fields: dict[bytes, bytes]) -> bytes:
-        self.appended.append(decode_control_event(fields[b"event"]))
-        return b"1-0"
+SECRET_KEY = Fernet.generate_key().decode()
+# Loopback, so a token sealed for plain http opens; the ASGI transport answers, no socket.
+BASE_URL = "http://127.0.0.1:9"
 
 
 class Rig:
+    """A GovernorCore as the shell makes it, on the in-memory storage and the fake clock, in front
+    of the emulator's ASGI app: its activation is created on the control stream with the token
+    sealed, as `hubsync activation create` does, and the governor folds it from there."""
+
     def __init__(
         self,
         *,
@@ -53,41 +52,44 @@ class Rig:
     ) -> None:
         self.clock = FakeClock(start)
         self.state = HubSpotState(config, tokens=tokens, clock=self.clock.now)
-        self.control = _ControlStream()
+        self.storage = MemoryStorage(Keys("unit"), clock=self.clock.now)
+        self.token = token
 
         async def sleep(seconds: float) -> None:
             self.clock.advance(max(seconds, 0.0))
             await asyncio.sleep(0)
 
-        http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(self.state)),
-            base_url="http://hubspot.test",
-        )
         self.core = GovernorCore(
-            self.control,
-            Keys("unit"),
+            self.storage,
             token_fingerprint(token),
-            secret_key="unused",  # type: ignore[arg-type]
+            secret_key=SECRET_KEY,
             clock=self.clock,
             sleep=sleep,
             metrics=metrics,
-            http=http,
-        )
-        self.core._activations.evolve(
-            ActivationCreated(
-                activation_id="act1",
-                name="one",
-                token_sealed="sealed",
-                token_fingerprint=token_fingerprint(token),
-            ),
-            1,
-        )
-        self.core._client = HubSpotClient(
-            token,
-            base_url="http://hubspot.test",
-            http=http,
+            http=httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(self.state))),
         )
         self.core.start()
+
+    async def create(self, activation_id: str = "act1") -> None:
+        """`hubsync activation create`: the activation, its token sealed for it, on the stream."""
+        created = ActivationCreated(
+            activation_id=activation_id,
+            name=activation_id,
+            token_sealed=Sealer(SECRET_KEY).seal(
+                self.token, activation_id=activation_id, base_url=BASE_URL
+            ),
+            token_fingerprint=token_fingerprint(self.token),
+            base_url=BASE_URL,
+        )
+        await self.storage.activations.append(encode(created))
+
+    async def control(self) -> list[Any]:
+        """What the control stream holds, decoded."""
+        return [
+            decode_control_event(raw)
+            async for _, raw in self.storage.activations.read_after("0-0")
+            if raw is not None
+        ]
 
     def faults(self, **settings: Any) -> None:
         self.state.set_faults(FaultSettings(**settings))
@@ -114,8 +116,9 @@ class Rig:
 async def rig() -> Any:
     made: list[Rig] = []
 
-    def make(**kwargs: Any) -> Rig:
+    async def make(**kwargs: Any) -> Rig:
         made.append(Rig(**kwargs))
+        await made[-1].create()
         return made[-1]
 
     yield make
@@ -124,7 +127,7 @@ async def rig() -> Any:
 
 
 async def test_no_retry_lands_in_the_window_that_refused_it(rig: Any) -> None:
-    r = rig()
+    r = await rig()
     # The activation holds two permits (it took its turn for two batches), then HubSpot says 429.
     first_turn = await r.core.turn("act1", Lane.REALTIME)
     second_turn = await r.core.turn("act1", Lane.REALTIME)
@@ -142,7 +145,7 @@ async def test_no_retry_lands_in_the_window_that_refused_it(rig: Any) -> None:
 
 
 async def test_a_storm_of_429s_costs_one_window_each_and_ends_in_callfailed(rig: Any) -> None:
-    r = rig()
+    r = await rig()
     r.faults(next_n={"count": 3, "status": 429})
     assert [o.status for o in await r.upsert()] == ["created"]
     times = [t for t, _, _ in r.log()]
@@ -151,7 +154,7 @@ async def test_a_storm_of_429s_costs_one_window_each_and_ends_in_callfailed(rig:
 
 
 async def test_5xx_423_timeouts_are_retried_with_backoff_then_give_up(rig: Any) -> None:
-    r = rig()
+    r = await rig()
     r.faults(next_n={"count": 2, "status": 503})
     r.faults(next_n={"count": 1, "status": 423})
     assert [o.status for o in await r.upsert()] == ["created"]
@@ -166,7 +169,7 @@ async def test_5xx_423_timeouts_are_retried_with_backoff_then_give_up(rig: Any) 
 async def test_the_daily_limit_from_the_headers_holds_calls_until_midnight_and_says_so(
     rig: Any,
 ) -> None:
-    r = rig(start=BEFORE_MIDNIGHT)
+    r = await rig(start=BEFORE_MIDNIGHT)
     r.state.configure({"daily": 3})
     for i in range(3):
         await r.upsert(prefix=f"day{i}-")
@@ -184,7 +187,7 @@ async def test_the_daily_limit_from_the_headers_holds_calls_until_midnight_and_s
 
 
 async def test_a_daily_429_waits_for_the_reset_instead_of_retrying(rig: Any) -> None:
-    r = rig(start=BEFORE_MIDNIGHT)
+    r = await rig(start=BEFORE_MIDNIGHT)
     r.state.configure({"daily": 10})
     r.state.daily.record(BEFORE_MIDNIGHT)
     r.state.daily.used = 10  # other apps of the account spent today's budget
@@ -194,7 +197,7 @@ async def test_a_daily_429_waits_for_the_reset_instead_of_retrying(rig: Any) -> 
 
 
 async def test_a_revoked_token_pauses_its_activations_once_and_calls_no_more(rig: Any) -> None:
-    r = rig(token="pat-revoked", tokens={"pat-other": ALL_SCOPES})
+    r = await rig(token="pat-revoked", tokens={"pat-other": ALL_SCOPES})
     with pytest.raises(TokenRejected, match="401"):
         await r.upsert()
     for _ in range(5):
@@ -203,7 +206,7 @@ async def test_a_revoked_token_pauses_its_activations_once_and_calls_no_more(rig
         with pytest.raises(TokenRejected):
             await r.core.turn("act1", Lane.REALTIME)
     assert len(r.log()) == 1  # one 401, then not one more request
-    [paused] = r.control.appended
+    _, paused = await r.control()
     assert isinstance(paused, ActivationPaused) and paused.activation_id == "act1"
     assert "401" in paused.reason and "revoked" in paused.reason
     assert "pat-revoked" not in paused.reason
@@ -213,15 +216,15 @@ async def test_a_missing_scope_is_named_in_the_pause_reason(rig: Any) -> None:
     schemas_only = frozenset(
         {"crm.schemas.contacts.read", "crm.schemas.contacts.write", "crm.objects.contacts.read"}
     )
-    r = rig(token="pat-partial", tokens={"pat-partial": schemas_only})
+    r = await rig(token="pat-partial", tokens={"pat-partial": schemas_only})
     with pytest.raises(TokenRejected, match=r"crm\.objects\.contacts\.write"):
         await r.upsert()
-    [paused] = r.control.appended
+    _, paused = await r.control()
     assert "403" in paused.reason and "crm.objects.contacts.write" in paused.reason
 
 
 async def test_one_bad_input_in_a_batch_rejected_whole_is_isolated(rig: Any) -> None:
-    r = rig(config=EmulatorConfig(open_auth=True, email_upsert_errors="whole_batch"))
+    r = await rig(config=EmulatorConfig(open_auth=True, email_upsert_errors="whole_batch"))
     r.faults(reject_emails=["c37@example.com"])
     outcomes = await r.upsert(100)
     by_status: dict[str, list[str]] = {}
@@ -238,7 +241,7 @@ async def test_one_bad_input_in_a_batch_rejected_whole_is_isolated(rig: Any) -> 
 async def test_a_permit_used_late_counts_in_the_window_from_when_the_call_really_went(
     rig: Any,
 ) -> None:
-    r = rig()
+    r = await rig()
     await r.upsert()  # warm: the first call has told the governor what is left
     permit = await r.core.turn("act1", Lane.BACKFILL)
     granted = r.core.budget.window.grants()[-1]
