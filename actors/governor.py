@@ -114,6 +114,12 @@ class NoMetrics:
 
 
 class GovernorCore:
+    """One token's governor, without Ray: `storage` holds the control stream it folds (and
+    appends pauses to) and the status board it publishes on; `secret_key` opens the sealed token
+    (the shell reads HUBSYNC_SECRET_KEY); `clock` and `sleep` are the only time it knows (pass
+    both, or neither for the wall clock); `metrics` counts HubSpot's answers; `http` is the
+    transport (tests pass the emulator's ASGI app)."""
+
     def __init__(
         self,
         storage: Storage,
