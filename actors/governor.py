@@ -686,7 +686,11 @@ class _Requests:
         while True:
             if permit is None:
                 permit = await core._permit(self._activation_id, self._lane)
-            await core._check_live(self._activation_id)
+            try:
+                await core._check_live(self._activation_id)
+            except BaseException:
+                core._dispatch.release(permit, core._clock.now())  # no request goes out on it
+                raise
             if core._dispatch.use(permit, core._clock.now()):
                 return
             permit = None

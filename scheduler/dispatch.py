@@ -183,6 +183,8 @@ class Dispatcher:
         if self._outstanding.get(permit.id) != permit:
             return False  # unknown: used, released, expired, or another governor's
         del self._outstanding[permit.id]
+        if now - permit.granted_at > self._permit_ttl:
+            return False  # expired: its grant has left the window, the call takes a new turn
         if permit.granted_at <= self._refused_at:
             return False  # granted before HubSpot's last 429: its slot stays charged
         if now - permit.granted_at < self._margin / 2:

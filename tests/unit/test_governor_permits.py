@@ -118,3 +118,18 @@ async def test_update_only_mode_reads_ids_on_the_permit_then_updates_on_a_turn_o
     )
     assert [o.status for o in report.outcomes] == ["written"]
     assert len(r.core.budget.window.grants()) == grants + 1
+
+
+def test_the_governors_errors_cross_a_process_as_themselves() -> None:
+    """Ray pickles what an actor raises: the activation must catch a CallRefused as one (it
+    parks the batch), not a deserialisation failure (it would retry it forever)."""
+    import pickle
+
+    from actors.governor_port import CallFailed, CallRefused
+    from crm.errors import NotFoundError
+
+    refused = CallRefused(NotFoundError("HubSpot found nothing there (404).", status=404))
+    back = pickle.loads(pickle.dumps(refused))
+    assert isinstance(back, CallRefused) and back.status == 404 and str(back) == str(refused)
+    for error in (TokenRejected("401"), CallFailed("502"), ActivationGone("deleted")):
+        assert type(pickle.loads(pickle.dumps(error))) is type(error)

@@ -222,6 +222,9 @@ def test_a_permit_neither_used_nor_released_expires() -> None:
     d.request("a", Lane.REALTIME, T0)
     permit = grant(d, T0).permit
     assert d.outstanding() == 1
+    assert not d.use(permit, T0 + 11.0)  # too late to carry a call: it takes a new turn
+    d.request("a", Lane.REALTIME, T0)
+    permit = grant(d, T0).permit
     d.next_grant(T0 + 11.0)
     assert d.outstanding() == 0
     assert not d.use(permit, T0 + 11.0)
