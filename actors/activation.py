@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
-import redis.asyncio as aioredis
 
 from actors.governor import (
     GRANT_INTERVAL_S,
@@ -42,7 +41,6 @@ from actors.governor import (
 )
 from actors.loops import forever
 from actors.messages import Change, decode_changes
-from actors.router import INBOX_FIELD
 from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
     PropertySpec,
@@ -53,17 +51,8 @@ from crm.properties import (
 )
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
-from events.projections import Projections
-from events.snapshots import SnapshotStore
-from events.streams import (
-    SEQ_BITS,
-    DeadLetter,
-    DeadLetters,
-    Keys,
-    ensure_partitions,
-    read_after,
-    read_rows,
-)
+from events.ports import Storage
+from events.streams import SEQ_BITS, DeadLetter
 from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
 
 __all__ = ["ActivationCore", "GovernorPort"]
@@ -137,8 +126,7 @@ _decode_state = msgspec.msgpack.Decoder(State).decode
 class ActivationCore:
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         activation_id: str,
         governor: Callable[[str], GovernorPort],
         *,
@@ -148,15 +136,15 @@ class ActivationCore:
         on_written: Callable[[int, float | None], None] | None = None,
     ) -> None:
         self.activation_id = activation_id
-        self._redis = redis
-        self._keys = keys
+        self._storage = storage
+        self._keys = storage.keys
         self._governor_for = governor
         self._clock = clock or SystemClock()
         self._policy = FlushPolicy(linger=linger)
         self._damping = damping
-        self._snapshots = SnapshotStore(redis, keys)
-        self._dead = DeadLetters(redis, keys)
-        self._projections = Projections(redis, keys)
+        self._snapshots = storage.snapshots
+        self._dead = storage.dead
+        self._projections = storage.projections
         self._activations = Activations()
         self._catalog = Catalog()
         self._on_written = on_written
@@ -184,7 +172,7 @@ class ActivationCore:
         self._partitions = 0
         # When (wall clock) this actor passed each step from its start to its first backfill
         # loaded: `bench backfill` splits the time from creation to the first write with it.
-        self.timeline: dict[str, float] = {"started": time.time()}
+        self.timeline: dict[str, float] = {"started": self._clock.now()}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -250,14 +238,13 @@ class ActivationCore:
                     self.state.coalescer, self._clock, self._policy, damping=self._damping
                 )
                 self.state.coalescer = b""
-        self._partitions = await ensure_partitions(self._redis, self._keys)
+        self._partitions = await self._storage.config.partitions()
         # The catalog and the subscriptions first: a replayed change needs them to find its
         # property, and one offered before them would be dropped.
         await self.refresh()
         replayed = 0
-        inbox = self._keys.inbox(self.activation_id)
-        async for entry_id, payload in read_after(
-            self._redis, inbox, self.state.inbox_id, field=INBOX_FIELD
+        async for entry_id, payload in self._storage.inboxes.read_after(
+            self.activation_id, self.state.inbox_id
         ):
             await self._take(entry_id, payload)
             replayed += 1
@@ -277,7 +264,7 @@ class ActivationCore:
         pieces are encoded and written one at a time with this loop running between them, so
         a large snapshot delays nothing by more than a piece (~10,000 contacts)."""
         async with self._checkpoint_lock:
-            started = time.monotonic()
+            started = self._clock.now()
             covered = self.state.inbox_id
             pieces = itertools.chain([_encode_state(self.state)], self.coalescer.snapshot_pieces())
             self._dirty = False  # what changes from now on is for the next snapshot
@@ -287,17 +274,15 @@ class ActivationCore:
                     pieces,
                     {"inbox": 0},
                     parts_prefix=self._keys.activation_snapshot_parts(self.activation_id),
+                    saved_at=started,
                 )
                 del pieces
-                # Exactly (not ~): once a checkpoint a few seconds, cheap, and the bound is plain.
-                await self._redis.xtrim(
-                    self._keys.inbox(self.activation_id), minid=covered, approximate=False
-                )
+                await self._storage.inboxes.trim(self.activation_id, covered)
             except BaseException:
                 self._dirty = True
                 raise
             _return_freed_memory()
-            self._snapshot_cost = time.monotonic() - started
+            self._snapshot_cost = self._clock.now() - started
             self._snapshot_at = self._clock.now()
 
     # --- intake ---------------------------------------------------------------------------------
@@ -305,15 +290,12 @@ class ActivationCore:
     async def _read_inbox(self) -> None:
         """Offer what the Routers appended to the inbox since the last entry taken: a page at a
         time, waiting up to INBOX_BLOCK_MS when there is nothing new."""
-        inbox = self._keys.inbox(self.activation_id)
-        reply = await self._redis.xread(
-            {inbox: self.state.inbox_id}, count=INBOX_PAGE, block=INBOX_BLOCK_MS
+        rows = await self._storage.inboxes.read(
+            self.activation_id, self.state.inbox_id, count=INBOX_PAGE, block_ms=INBOX_BLOCK_MS
         )
-        for _, rows in read_rows(reply):
-            for raw_id, fields in rows:
-                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                await self._take(entry_id, (fields or {}).get(INBOX_FIELD))
-                await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
+        for entry_id, payload in rows:
+            await self._take(entry_id, payload)
+            await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
 
     async def _take(self, entry_id: str, payload: bytes | None) -> None:
         """Offer one inbox entry's changes and advance past it. An entry that does not decode
@@ -410,8 +392,8 @@ class ActivationCore:
 
     async def refresh(self) -> None:
         async with self._refresh_lock:
-            await self._activations.refresh(self._redis, self._keys)
-            await self._catalog.refresh(self._redis, self._keys)
+            await self._activations.fold(self._storage.activations)
+            await self._catalog.fold(self._storage.catalog)
         spec = self._activations.by_id.get(self.activation_id)
         if spec is None:
             self.deleted = self.spec is not None or self._activations.last_id != "0-0"
@@ -521,7 +503,7 @@ class ActivationCore:
                     # Its property is (re)made now (defined again, or retried after a problem):
                     # its members must not go out before HubSpot has it.
                     self.schema_ready = False
-        self.timeline.setdefault("reconcile", time.time())
+        self.timeline.setdefault("reconcile", self._clock.now())
         # Members load while HubSpot makes the schema: nothing is sent before `schema_ready`,
         # which only the schema's end sets, and a property HubSpot refuses stops its backfill.
         # Every step ends before this returns, so the next round never loads a backfill twice.
@@ -538,7 +520,7 @@ class ActivationCore:
     async def _ensure_schema(self, live: set[str]) -> None:
         await self._ensure(live)
         self.schema_ready = True
-        self.timeline.setdefault("schema_ready", time.time())
+        self.timeline.setdefault("schema_ready", self._clock.now())
         self._work.set()
 
     async def _backfill_alone(self, key: str, added_at: int, force: bool) -> None:
@@ -662,7 +644,7 @@ class ActivationCore:
         if dropped():
             return
         backfill.loaded = True
-        self.timeline.setdefault("members_loaded", time.time())
+        self.timeline.setdefault("members_loaded", self._clock.now())
         await self.checkpoint()  # a restart resumes this backfill, it does not start over
         log.info(
             "activation %s: backfill of %s loaded, %d contacts",
@@ -903,10 +885,10 @@ class ActivationCore:
     async def publish_status(self) -> None:
         if self.deleted:  # the Supervisor removes every key of a deleted activation: add none
             return
-        await self._redis.set(
+        await self._storage.status.put(
             self._keys.activation_status(self.activation_id),
             msgspec.json.encode(self.status()),
-            ex=300,
+            ttl_s=300,
         )
 
 

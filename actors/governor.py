@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-import redis.asyncio as aioredis
 
 from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, PropertyError, WriteStatus
 from crm.errors import (
@@ -56,9 +55,9 @@ from crm.properties import PropertySpec
 from crm.ratelimit import RateLimitInfo
 from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec
-from events.model import ActivationPaused
+from events.model import ActivationPaused, encode
+from events.ports import Storage
 from events.secrets import Sealer, SecretError
-from events.streams import Keys, append_control
 from scheduler import BatchSplitter, FairQueue, Lane, SystemClock, TokenBudget, backoff
 
 __all__ = [
@@ -155,8 +154,7 @@ class WriteReport(msgspec.Struct, frozen=True):
 class GovernorCore:
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         fingerprint: str,
         *,
         secret_key: str | None = None,
@@ -166,8 +164,8 @@ class GovernorCore:
         http_timeout: float = HTTP_TIMEOUT,
     ) -> None:
         self.fingerprint = fingerprint
-        self._redis = redis
-        self._keys = keys
+        self._storage = storage
+        self._keys = storage.keys
         self._clock = clock or SystemClock()
         self._sleep = sleep
         self._http = http or httpx.AsyncClient(
@@ -268,7 +266,7 @@ class GovernorCore:
         """Fold the control stream, one fold at a time: two concurrent folds could apply a page
         read before a deletion after the page that holds it, and bring the activation back."""
         async with self._fold_lock:
-            await self._activations.refresh(self._redis, self._keys)
+            await self._activations.fold(self._storage.activations)
 
     # --- permits -----------------------------------------------------------------------------
 
@@ -475,13 +473,13 @@ class GovernorCore:
                     future.set_exception(TokenRejected(self.rejected))
         for spec in list(self._activations.by_id.values()):
             if spec.token_fingerprint == self.fingerprint and not spec.paused:
-                await append_control(
-                    self._redis,
-                    self._keys,
-                    ActivationPaused(
-                        activation_id=spec.activation_id,
-                        reason=f"HubSpot refused the token: {self.rejected}",
-                    ),
+                await self._storage.activations.append(
+                    encode(
+                        ActivationPaused(
+                            activation_id=spec.activation_id,
+                            reason=f"HubSpot refused the token: {self.rejected}",
+                        )
+                    )
                 )
 
     async def upsert(
@@ -729,8 +727,10 @@ class GovernorCore:
         return None
 
     async def publish_status(self) -> None:
-        await self._redis.set(
-            self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120
+        await self._storage.status.put(
+            self._keys.governor_status(self.fingerprint),
+            msgspec.json.encode(self.status()),
+            ttl_s=120,
         )
 
     async def aclose(self) -> None:

@@ -27,6 +27,7 @@ from actors.supervisor import SupervisorCore
 from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
 from events.connection import connect
+from events.redis_backend import RedisStorage
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
 from scheduler import DampingPolicy
 
@@ -116,6 +117,10 @@ def describe_governor(status: dict[str, Any]) -> str:
 
 def _redis(settings: Settings) -> aioredis.Redis:
     return connect(settings.redis_url)
+
+
+def _storage(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX) -> RedisStorage:
+    return RedisStorage(_redis(settings), settings.keys, dead_letters_max=dead_letters_max)
 
 
 def _metrics() -> Any:
@@ -215,7 +220,7 @@ class SupervisorActor(_Located):
         self._settings = settings
         self._placement = _RayPlacement(settings)
         self.core = SupervisorCore(
-            _redis(settings), settings.keys, self._placement, partitions=settings.partitions
+            _storage(settings), self._placement, partitions=settings.partitions
         )
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(
@@ -290,12 +295,10 @@ class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self.core = RouterCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings, dead_letters_max=settings.dead_letters_max),
             partition,
             partitions=settings.partitions,
             max_entry_bytes=settings.max_entry_bytes,
-            dead_letters_max=settings.dead_letters_max,
             change_retention_s=settings.change_retention_s,
         )
         self._tag = {"partition": str(partition)}
@@ -382,8 +385,7 @@ class ActivationActor(_Located):
         self._handles = _Handles(settings)
         self._tag = {"activation": activation_id}
         self.core = ActivationCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings),
             activation_id,
             lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
@@ -445,7 +447,7 @@ class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
         self.core = GovernorCore(
-            _redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s
+            _storage(settings), fingerprint, http_timeout=settings.http_timeout_s
         )
         self.core.start()
         self._tag = {"token": fingerprint}

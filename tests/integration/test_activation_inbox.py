@@ -37,6 +37,7 @@ from events.model import (
     CdpEvent,
 )
 from events.projections import Projections
+from events.redis_backend import RedisStorage
 from events.secrets import Sealer
 from events.streams import DeadLetters, Keys, Publisher, ensure_partitions
 from scheduler import Lane
@@ -87,7 +88,7 @@ class Rig:
         self.emulator = emulator
         self.activation_id = f"act{uuid.uuid4().hex[:8]}"
         self.governor = GovernorCore(
-            redis, self.keys, token_fingerprint(TOKEN), secret_key=SECRET_KEY
+            RedisStorage(redis, self.keys), token_fingerprint(TOKEN), secret_key=SECRET_KEY
         )
         self.core: ActivationCore | None = None
         self._seq = 0
@@ -118,8 +119,7 @@ class Rig:
     def start(self) -> ActivationCore:
         self.governor.start()
         self.core = ActivationCore(
-            self.redis,
-            self.keys,
+            RedisStorage(self.redis, self.keys),
             self.activation_id,
             lambda _: _Governor(self.governor),  # type: ignore[arg-type,return-value]
             linger=0.05,
@@ -369,7 +369,7 @@ async def test_a_value_that_no_longer_formats_is_parked_and_the_backfill_goes_on
 
 
 async def test_a_rejected_contact_leaves_the_coalescer_only_once_parked(rig: Rig) -> None:
-    core = ActivationCore(rig.redis, rig.keys, rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
+    core = ActivationCore(RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
     core.coalescer.offer("bad@example.com", "raptor_vip", "true", 1, Lane.REALTIME)
     batch = core.coalescer.take(time.time() + 60, force=True)
     assert batch is not None

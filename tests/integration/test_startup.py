@@ -20,6 +20,7 @@ from crm.emulator import EmulatorServer
 from crm.properties import PropertySpec
 from crm.tokens import token_fingerprint
 from events.model import AudienceDefined, AudienceDeleted, AudienceEntered
+from events.redis_backend import RedisStorage
 from tests.integration.conftest import SECRET_KEY
 from tests.integration.test_activation_inbox import TOKEN, Rig, _Governor, rig, until
 
@@ -127,8 +128,7 @@ async def test_the_group_and_the_properties_reads_go_out_together(rig: Rig) -> N
     transport = RecordingTransport(hold="/groups", until="/batch/read")
     await rig.governor.aclose()
     rig.governor = GovernorCore(
-        rig.redis,
-        rig.keys,
+        RedisStorage(rig.redis, rig.keys),
         token_fingerprint(TOKEN),
         secret_key=SECRET_KEY,
         http=httpx.AsyncClient(transport=transport, timeout=10.0),
@@ -180,7 +180,7 @@ async def test_members_load_while_the_schema_is_made_and_wait_for_it(rig: Rig) -
     rig.governor.start()
     watcher = _SchemaWatcher(rig.governor, len(members))
     rig.core = watcher.activation = ActivationCore(
-        rig.redis, rig.keys, rig.activation_id, lambda _: watcher, linger=0.05
+        RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: watcher, linger=0.05
     )
     rig.core.start()
     await until(
@@ -232,7 +232,7 @@ async def test_members_of_a_property_made_again_wait_for_hubspot_to_have_it(rig:
     rig.governor.start()
     watcher = _SlowRemake(rig.governor)
     rig.core = watcher.activation = ActivationCore(
-        rig.redis, rig.keys, rig.activation_id, lambda _: watcher, linger=0.05
+        RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: watcher, linger=0.05
     )
     rig.core.start()
     await rig.project(AudienceEntered(audience_id="back", email="ada@example.com"))

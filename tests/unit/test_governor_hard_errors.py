@@ -145,29 +145,13 @@ async def test_a_423_waits_at_least_two_seconds(make: Any) -> None:
     assert len(times) == 3 and all(b - a >= 2.0 for a, b in itertools.pairwise(times))
 
 
-class _Control:
-    """A control stream a test can append to while a call waits for its permit."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-
-    def append(self, event: Any) -> None:
-        self.entries.append((f"{len(self.entries) + 10}-0".encode(), {b"event": encode(event)}))
-
-    async def xrange(self, stream: str, min: str = "-", count: int = 1000, **_: Any) -> list[Any]:
-        after = min.lstrip("(")
-        return [e for e in self.entries if _after(e[0].decode(), after)][:count]
-
-
 def _after(entry_id: str, last: str) -> bool:
     return tuple(map(int, entry_id.split("-"))) > tuple(map(int, last.split("-")))
 
 
 async def test_a_call_of_a_deleted_activation_never_reaches_hubspot(make: Any) -> None:
     r = await make(VIP)
-    control = _Control()
     core: GovernorCore = r.core
-    core._redis = control  # type: ignore[assignment]
     await upsert(r, [("w@example.com", {VIP.name: "true"})])  # warm: the budget is known
     window = core.budget.window
     while window.reserve(r.clock.now()) == 0.0:
@@ -177,7 +161,9 @@ async def test_a_call_of_a_deleted_activation_never_reaches_hubspot(make: Any) -
     )
     for _ in range(3):
         await asyncio.sleep(0)
-    control.append(ActivationDeleted(activation_id="act1"))  # `hubsync activation delete`
+    await r.storage.activations.append(
+        encode(ActivationDeleted(activation_id="act1"))
+    )  # `hubsync activation delete`
     with pytest.raises(ActivationGone):
         await waiting
     with pytest.raises(ActivationGone):  # and any later call is refused before its permit

@@ -20,25 +20,12 @@ from crm.client import HubSpotClient
 from crm.emulator import ALL_SCOPES, EmulatorConfig, FaultSettings, HubSpotState
 from crm.emulator.app import create_app
 from crm.tokens import token_fingerprint
+from events.memory import MemoryStorage
 from events.model import ActivationCreated, ActivationPaused, decode_control_event
 from events.streams import Keys
 from scheduler import FakeClock, split_call_bound
 
 BEFORE_MIDNIGHT = dt.datetime(2026, 11, 27, 23, 59, 0, tzinfo=dt.UTC).timestamp()
-
-
-class _ControlStream:
-    """The little of Redis a governor touches here: an empty control stream it may append to."""
-
-    def __init__(self) -> None:
-        self.appended: list[Any] = []
-
-    async def xrange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-    async def xadd(self, key: str, fields: dict[bytes, bytes]) -> bytes:
-        self.appended.append(decode_control_event(fields[b"event"]))
-        return b"1-0"
 
 
 class Rig:
@@ -52,7 +39,7 @@ class Rig:
     ) -> None:
         self.clock = FakeClock(start)
         self.state = HubSpotState(config, tokens=tokens, clock=self.clock.now)
-        self.control = _ControlStream()
+        self.storage = MemoryStorage(Keys("unit"), clock=self.clock.now)
 
         async def sleep(seconds: float) -> None:
             self.clock.advance(max(seconds, 0.0))
@@ -63,8 +50,7 @@ class Rig:
             base_url="http://hubspot.test",
         )
         self.core = GovernorCore(
-            self.control,
-            Keys("unit"),
+            self.storage,
             token_fingerprint(token),
             secret_key="unused",  # type: ignore[arg-type]
             clock=self.clock,
@@ -88,6 +74,13 @@ class Rig:
             after_response=self.core._after_response,
         )
         self.core.start()
+
+    async def appended(self) -> list[Any]:
+        """What the governor appended to the control stream."""
+        return [
+            decode_control_event(raw or b"")
+            async for _, raw in self.storage.activations.read_after("0-0")
+        ]
 
     def faults(self, **settings: Any) -> None:
         self.state.set_faults(FaultSettings(**settings))
@@ -197,7 +190,7 @@ async def test_a_revoked_token_pauses_its_activations_once_and_calls_no_more(rig
         with pytest.raises(TokenRejected):
             await r.core.turn("act1", "realtime")
     assert len(r.log()) == 1  # one 401, then not one more request
-    [paused] = r.control.appended
+    [paused] = await r.appended()
     assert isinstance(paused, ActivationPaused) and paused.activation_id == "act1"
     assert "401" in paused.reason and "revoked" in paused.reason
     assert "pat-revoked" not in paused.reason
@@ -210,7 +203,7 @@ async def test_a_missing_scope_is_named_in_the_pause_reason(rig: Any) -> None:
     r = rig(token="pat-partial", tokens={"pat-partial": schemas_only})
     with pytest.raises(TokenRejected, match=r"crm\.objects\.contacts\.write"):
         await r.upsert()
-    [paused] = r.control.appended
+    [paused] = await r.appended()
     assert "403" in paused.reason and "crm.objects.contacts.write" in paused.reason
 
 

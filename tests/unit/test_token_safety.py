@@ -5,7 +5,6 @@ never reach a message, a status or a log record."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ from cryptography.fernet import Fernet
 from actors.governor import CallFailed, GovernorCore
 from crm import HubSpotClient, InvalidTokenError, TransportError, check_token
 from crm.tokens import token_fingerprint
+from events.memory import MemoryStorage
 from events.model import ActivationCreated
 from events.streams import Keys
 
@@ -63,24 +63,15 @@ async def test_http_library_errors_are_described_without_their_text() -> None:
     assert caught.value.__context__ is None and caught.value.__cause__ is None
 
 
-class _ControlStream:
-    async def xrange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-    async def set(self, key: str, value: bytes, ex: int | None = None) -> None:
-        self.status = value
-
-
 @pytest.mark.parametrize("problem", list(BAD_TOKENS))
 async def test_a_stored_bad_token_never_reaches_a_status_a_log_or_an_error(
     caplog: pytest.LogCaptureFixture, problem: str
 ) -> None:
     token = BAD_TOKENS[problem]
     key = Fernet.generate_key()
-    redis = _ControlStream()
+    storage = MemoryStorage(Keys("unit"))
     core = GovernorCore(
-        redis,  # type: ignore[arg-type]
-        Keys("unit"),
+        storage,
         token_fingerprint(token),
         secret_key=key.decode(),
         http=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
@@ -106,7 +97,7 @@ async def test_a_stored_bad_token_never_reaches_a_status_a_log_or_an_error(
         str(caught.value),
         repr(caught.value),
         str(status),
-        redis.status.decode(),
+        (await storage.status.get(storage.keys.governor_status(core.fingerprint)) or b"").decode(),
         caplog.text,
     ):
         assert "SECRETVALUE" not in text
