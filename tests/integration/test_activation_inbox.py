@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-import actors.activation as activation_module
+import actors.activation_control as activation_control
 from actors.activation import ActivationCore
 from actors.governor import GovernorCore, Outcome, WriteReport
 from actors.messages import Change, encode_changes
@@ -306,7 +306,7 @@ async def _snapshot_saved(rig: Rig) -> bool:
 async def test_an_archive_hubspot_refuses_is_retried_and_stops_nothing_else(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(activation_module, "PROBLEM_RETRY", 1.0)
+    monkeypatch.setattr(activation_control, "PROBLEM_RETRY", 1.0)
     await rig.define(
         AudienceDefined(audience_id="stay", name="Stay"),
         AudienceDefined(audience_id="gone", name="Gone"),
