@@ -123,6 +123,10 @@ def _redis(settings: Settings) -> aioredis.Redis:
     return connect(settings.redis_url)
 
 
+def _storage(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX) -> RedisStorage:
+    return RedisStorage(_redis(settings), settings.keys, dead_letters_max=dead_letters_max)
+
+
 def _metrics() -> Any:
     from actors.metrics import metrics
 
@@ -218,7 +222,7 @@ class SupervisorActor(_Located):
         self._settings = settings
         self._placement = _RayPlacement(settings)
         self.core = SupervisorCore(
-            _redis(settings), settings.keys, self._placement, partitions=settings.partitions
+            _storage(settings), self._placement, partitions=settings.partitions
         )
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(
@@ -293,12 +297,10 @@ class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self.core = RouterCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings, dead_letters_max=settings.dead_letters_max),
             partition,
             partitions=settings.partitions,
             max_entry_bytes=settings.max_entry_bytes,
-            dead_letters_max=settings.dead_letters_max,
             change_retention_s=settings.change_retention_s,
         )
         self._tag = {"partition": str(partition)}
@@ -410,8 +412,7 @@ class ActivationActor(_Located):
         self._handles = _Handles(settings)
         self._tag = {"activation": activation_id}
         self.core = ActivationCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings),
             activation_id,
             lambda fingerprint: RayGovernor(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
@@ -475,7 +476,7 @@ class RateGovernor(_Located):
         from actors.metrics import RayCallMetrics
 
         self.core = GovernorCore(
-            RedisStorage(_redis(settings), settings.keys),
+            _storage(settings),
             fingerprint,
             # Read here, in the actor's process: never an actor constructor argument (Ray shows
             # those in its dashboard).

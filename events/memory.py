@@ -462,7 +462,7 @@ class MemoryInboxes:
         letters: Sequence[DeadLetter] = (),
         drop: Iterable[str] = (),
     ) -> None:
-        for activation_id in payloads:  # all or nothing, like Redis refusing a WRONGTYPE
+        for activation_id in payloads:  # a key of another type fails before any write
             self._space.get(self._keys.inbox(activation_id), _Stream)
         self._dead.park_now(letters)
         for activation_id, payload in payloads.items():

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-import actors.activation as activation_module
+import actors.activation_control as activation_control
 from actors.activation import ActivationCore
 from actors.governor import GovernorCore
 from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, encode_changes
@@ -85,8 +85,7 @@ class Rig:
     def start(self) -> ActivationCore:
         self.governor.start()
         self.core = ActivationCore(
-            self.redis,
-            self.keys,
+            RedisStorage(self.redis, self.keys),
             self.activation_id,
             lambda _: self.governor,  # the core is a GovernorPort in-process
             linger=0.05,
@@ -273,7 +272,7 @@ async def _snapshot_saved(rig: Rig) -> bool:
 async def test_an_archive_hubspot_refuses_is_retried_and_stops_nothing_else(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(activation_module, "PROBLEM_RETRY", 1.0)
+    monkeypatch.setattr(activation_control, "PROBLEM_RETRY", 1.0)
     await rig.define(
         AudienceDefined(audience_id="stay", name="Stay"),
         AudienceDefined(audience_id="gone", name="Gone"),
@@ -336,7 +335,7 @@ async def test_a_value_that_no_longer_formats_is_parked_and_the_backfill_goes_on
 
 
 async def test_a_rejected_contact_leaves_the_coalescer_only_once_parked(rig: Rig) -> None:
-    core = ActivationCore(rig.redis, rig.keys, rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
+    core = ActivationCore(RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
     core.coalescer.offer("bad@example.com", "raptor_vip", "true", 1, Lane.REALTIME)
     batch = core.coalescer.take(time.time() + 60, force=True)
     assert batch is not None

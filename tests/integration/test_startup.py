@@ -211,7 +211,7 @@ async def test_members_load_while_the_schema_is_made_and_wait_for_it(rig: Rig) -
     rig.governor.start()
     watcher = _SchemaWatcher(rig.governor, len(members))
     rig.core = watcher.activation = ActivationCore(
-        rig.redis, rig.keys, rig.activation_id, lambda _: watcher, linger=0.05
+        RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: watcher, linger=0.05
     )
     rig.core.start()
     await until(
@@ -267,7 +267,7 @@ async def test_members_of_a_property_made_again_wait_for_hubspot_to_have_it(rig:
     rig.governor.start()
     watcher = _SlowRemake(rig.governor)
     rig.core = watcher.activation = ActivationCore(
-        rig.redis, rig.keys, rig.activation_id, lambda _: watcher, linger=0.05
+        RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: watcher, linger=0.05
     )
     rig.core.start()
     await rig.project(AudienceEntered(audience_id="back", email="ada@example.com"))

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from actors.governor import CallFailed, GovernorCore
+from actors.governor import GovernorCore
+from actors.governor_port import CallFailed
 from crm import HubSpotClient, InvalidTokenError, TransportError, check_token
 from crm.tokens import token_fingerprint
 from events.memory import MemoryStorage
