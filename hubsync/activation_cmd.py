@@ -306,6 +306,7 @@ def delete(ref: str, timeout: float) -> None:
     """
     from actors.governor import HTTP_TIMEOUT
     from actors.supervisor import leftover_entries
+    from events.redis_backend import RedisEventStream
 
     config = _config()
 
@@ -319,7 +320,9 @@ def delete(ref: str, timeout: float) -> None:
             err=True,
         )
         deadline = asyncio.get_running_loop().time() + timeout
-        while await leftover_entries(redis, config.keys, {spec.activation_id}):
+        while await leftover_entries(
+            RedisEventStream(redis, config.keys.activations), {spec.activation_id}
+        ):
             if asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.25)
