@@ -54,6 +54,7 @@ from crm.properties import (
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
+from events.property_keys import PropertyKey, SourceKind, attribute_key, audience_key
 from events.snapshots import SnapshotStore
 from events.streams import (
     SEQ_BITS,
@@ -354,8 +355,8 @@ class ActivationCore:
         options = {
             key: set(attribute.options or ())
             for key in keys
-            if key[0] == "t"
-            and (attribute := self._catalog.attributes.get(key[2:])) is not None
+            if not (parsed := PropertyKey.parse(key)).is_audience
+            and (attribute := self._catalog.attributes.get(parsed.cdp_id)) is not None
             and attribute.value_type == "enumeration"
         }
         return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
@@ -387,11 +388,11 @@ class ActivationCore:
         return spec.name
 
     def _property_spec(self, key: str) -> PropertySpec | None:
-        kind, cdp_id = key.split(":", 1)
+        kind, cdp_id = PropertyKey.parse(key)
         taken = (set(self.state.names.values()) | set(self.state.retired)) - {
             self.state.names.get(key)
         }
-        if kind == "a":
+        if kind is SourceKind.AUDIENCE:
             audience = self._catalog.audiences.get(cdp_id)
             if audience is None:
                 return None
@@ -491,8 +492,8 @@ class ActivationCore:
 
     async def _reconcile(self, spec: ActivationSpec) -> None:
         subscribed = spec.subscribes()
-        deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {
-            f"t:{t}" for t in self._catalog.deleted_attributes
+        deleted = {audience_key(a) for a in self._catalog.deleted_audiences} | {
+            attribute_key(t) for t in self._catalog.deleted_attributes
         }
         self._expire_problems()
         self._revive(subscribed - deleted)
@@ -509,8 +510,9 @@ class ActivationCore:
         backfills = []
         unmade = {k for k in live if self.ensured.get(k) != self._property_spec(k)}
         for key in sorted(live - set(self.problems)):
-            added_at = (
-                spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
+            kind, cdp_id = PropertyKey.parse(key)
+            added_at = (spec.audiences if kind is SourceKind.AUDIENCE else spec.attributes).get(
+                cdp_id
             )
             backfill = self.state.backfills.get(key)
             if added_at is not None and (
@@ -620,14 +622,14 @@ class ActivationCore:
         name = self._name(key)
         if name is None:
             return
-        kind, cdp_id = key.split(":", 1)
+        kind, cdp_id = PropertyKey.parse(key)
         backfill = Backfill(added_at=added_at, started_at=self._clock.now())
         self.state.backfills[key] = backfill
 
         def dropped() -> bool:
             return self.state.backfills.get(key) is not backfill
 
-        if kind == "a":
+        if kind is SourceKind.AUDIENCE:
             async for page in self._projections.members(cdp_id, self._partitions):
                 if dropped():
                     return
@@ -674,11 +676,12 @@ class ActivationCore:
     def _unusable_value(
         self, key: str, email: str, value: Any, exc: ValueFormatError
     ) -> DeadLetter:
+        attribute_id = PropertyKey.parse(key).cdp_id
         return DeadLetter(
             f"activation:{self.activation_id}",
             "-",
-            f"attribute {key[2:]!r} for {email}: {exc} (under its current definition)",
-            msgspec.json.encode({"email": email, "attribute_id": key[2:], "value": value}),
+            f"attribute {attribute_id!r} for {email}: {exc} (under its current definition)",
+            msgspec.json.encode({"email": email, "attribute_id": attribute_id, "value": value}),
         )
 
     def _governor(self) -> GovernorPort:

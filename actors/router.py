@@ -38,6 +38,7 @@ from events.model import (
     check_value,
 )
 from events.projections import Projections
+from events.property_keys import attribute_key, audience_key
 from events.streams import (
     DEAD_LETTERS_MAX,
     MAX_ENTRY_BYTES,
@@ -226,7 +227,7 @@ class RouterCore:
                 problem = self._catalog.audience_problem(aid)
                 if problem:
                     raise InvalidEvent(problem)
-                return f"a:{aid}", "true" if isinstance(event, AudienceEntered) else "false"
+                return audience_key(aid), "true" if isinstance(event, AudienceEntered) else "false"
             case AttributeChanged(attribute_id=attr, value=value):
                 problem = self._catalog.attribute_problem(attr)
                 if problem:
@@ -237,7 +238,7 @@ class RouterCore:
                     text = format_value(definition.value_type, checked, options=definition.options)
                 except ValueFormatError as exc:
                     raise InvalidEvent(f"attribute {attr!r}: {exc}") from None
-                return f"t:{attr}", text
+                return attribute_key(attr), text
 
     async def _trim_now_and_then(self) -> None:
         """Trim this partition's change stream to what some group still needs, about once a

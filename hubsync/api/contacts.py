@@ -20,6 +20,7 @@ from events.model import (
     Value,
     normalise_email,
 )
+from events.property_keys import attribute_key, audience_key
 from events.streams import ensure_partitions, partition_of
 from hubsync import views
 from hubsync.api import schemas as s
@@ -88,12 +89,12 @@ async def lookup_contact(ctx: Context, email: str, read_hubspot: bool) -> s.Cont
         for tid in attribute_ids
     ]
     expected: dict[str, str | None] = {
-        f"a:{aid}": "true" if member[aid] else None for aid in member
+        audience_key(aid): "true" if member[aid] else None for aid in member
     }
     for tid in attribute_ids:
         definition = cat.attributes.get(tid)
         value = values.get(tid)
-        expected[f"t:{tid}"] = (
+        expected[attribute_key(tid)] = (
             None
             if value is None or definition is None
             else format_value(definition.value_type, value, options=definition.options)
