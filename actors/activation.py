@@ -26,7 +26,7 @@ import ctypes
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -43,6 +43,7 @@ from actors.governor import (
 from actors.loops import forever
 from actors.messages import Change, decode_changes
 from actors.router import INBOX_FIELD
+from actors.status import ActivationState, ActivationStatus, BackfillProgress, encode_status
 from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
     PropertySpec,
@@ -65,9 +66,17 @@ from events.streams import (
     read_after,
     read_rows,
 )
-from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
+from scheduler import (
+    Batch,
+    Coalescer,
+    CoalescerStats,
+    DampingPolicy,
+    FlushPolicy,
+    Lane,
+    SystemClock,
+)
 
-__all__ = ["ActivationCore", "GovernorPort"]
+__all__ = ["ActivationCore", "GovernorPort", "activation_status"]
 
 log = logging.getLogger("hubsync.activation")
 
@@ -841,63 +850,25 @@ class ActivationCore:
 
     # --- status ---------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ActivationStatus:
         stats = self.coalescer.stats()
         now = self._clock.now()
-        backfills: dict[str, dict[str, float | bool | None]] = {}
-        pending_backfill = stats.pending_backfill
-        for key, b in self.state.backfills.items():
-            if not b.loaded:
-                backfills[key] = {"done": 0, "total": b.total, "eta_s": None, "loading": True}
-                continue
-            done = max(0, b.total - pending_backfill)
-            if done >= b.total and b.finished_at is None:
+        for b in self.state.backfills.values():  # elapsed_s stops at the end, however read later
+            done = max(0, b.total - stats.pending_backfill)
+            if b.loaded and b.finished_at is None and done >= b.total:
                 b.finished_at = now
-            rate = self._contacts_per_second()
-            backfills[key] = {
-                "done": done,
-                "total": b.total,
-                "eta_s": (b.total - done) / rate if rate else None,
-                "elapsed_s": (b.finished_at or now) - b.started_at,
-            }
-        spec = self.spec
-        if self.deleted:
-            state = "deleted"
-        elif spec is None:
-            state = "starting"
-        elif spec.paused:
-            state = "paused"
-        elif self.problems:
-            state = "degraded"
-        else:
-            state = "running"
-        c = self.state.counters
-        return {
-            "state": state,
-            "pending": stats.pending_realtime + stats.pending_backfill + stats.in_flight,
-            "pending_realtime": stats.pending_realtime,
-            "pending_backfill": stats.pending_backfill,
-            "in_flight": stats.in_flight,
-            "held": stats.held,  # flapping contacts held back by damping (counted in pending)
-            "changes_in": c.changes_in,
-            "coalesced": stats.coalesced,
-            "written": c.written,
-            "written_today": c.written_today,
-            "created": c.created,
-            "parked": c.parked,
-            "not_in_hubspot": c.not_in_hubspot,
-            "calls": c.calls,
-            "lag_s": self.lag,
-            "backfills": backfills,
-            "properties": {
-                k: v for k, v in self.state.names.items() if spec and k in spec.subscribes()
-            },
-            "problems": self.problems,
-            "last_error": (spec.pause_reason if spec and spec.paused else "")
-            or "; ".join(self.problems.values())
-            or self.last_error,
-            "updated_at": time.time(),
-        }
+        return activation_status(
+            self.state,
+            stats,
+            self.spec,
+            deleted=self.deleted,
+            problems=self.problems,
+            last_error=self.last_error,
+            lag=self.lag,
+            contacts_per_second=self._contacts_per_second(),
+            now=now,
+            wall=time.time(),
+        )
 
     def _contacts_per_second(self) -> float:
         plan = PLANS.get(self.spec.plan if self.spec else "starter", PLANS["starter"])
@@ -908,9 +879,75 @@ class ActivationCore:
             return
         await self._redis.set(
             self._keys.activation_status(self.activation_id),
-            msgspec.json.encode(self.status()),
+            encode_status(self.status()),
             ex=300,
         )
+
+
+def activation_status(
+    state: State,
+    stats: CoalescerStats,
+    spec: ActivationSpec | None,
+    *,
+    deleted: bool,
+    problems: Mapping[str, str],
+    last_error: str,
+    lag: float | None,
+    contacts_per_second: float,
+    now: float,
+    wall: float,
+) -> ActivationStatus:
+    """What an activation publishes: a pure function of its state, its Coalescer's counts and
+    its configuration at `now` (the clock the backfills were timed with; `wall`: epoch seconds
+    for `updated_at`, by which readers judge staleness)."""
+    backfills: dict[str, BackfillProgress] = {}
+    for key, b in state.backfills.items():
+        if not b.loaded:
+            backfills[key] = BackfillProgress(done=0, total=b.total, eta_s=None, loading=True)
+            continue
+        done = max(0, b.total - stats.pending_backfill)
+        backfills[key] = BackfillProgress(
+            done=done,
+            total=b.total,
+            eta_s=(b.total - done) / contacts_per_second if contacts_per_second else None,
+            elapsed_s=(b.finished_at or now) - b.started_at,
+        )
+    if deleted:
+        activation_state = ActivationState.DELETED
+    elif spec is None:
+        activation_state = ActivationState.STARTING
+    elif spec.paused:
+        activation_state = ActivationState.PAUSED
+    elif problems:
+        activation_state = ActivationState.DEGRADED
+    else:
+        activation_state = ActivationState.RUNNING
+    subscribed = spec.subscribes() if spec is not None else set()
+    c = state.counters
+    return ActivationStatus(
+        state=activation_state,
+        pending=stats.pending_realtime + stats.pending_backfill + stats.in_flight,
+        pending_realtime=stats.pending_realtime,
+        pending_backfill=stats.pending_backfill,
+        in_flight=stats.in_flight,
+        held=stats.held,
+        changes_in=c.changes_in,
+        coalesced=stats.coalesced,
+        written=c.written,
+        written_today=c.written_today,
+        created=c.created,
+        parked=c.parked,
+        not_in_hubspot=c.not_in_hubspot,
+        calls=c.calls,
+        lag_s=lag,
+        backfills=backfills,
+        properties={k: v for k, v in state.names.items() if k in subscribed},
+        problems=dict(problems),
+        last_error=(spec.pause_reason if spec is not None and spec.paused else "")
+        or "; ".join(problems.values())
+        or last_error,
+        updated_at=wall,
+    )
 
 
 _RETRY = Outcome("", "retry")

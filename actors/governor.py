@@ -33,13 +33,14 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 import redis.asyncio as aioredis
 
+from actors.status import GovernorStatus, encode_status
 from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, PropertyError, WriteStatus
 from crm.errors import (
     AuthenticationError,
@@ -70,6 +71,7 @@ __all__ = [
     "Outcome",
     "TokenRejected",
     "WriteReport",
+    "governor_status",
 ]
 
 log = logging.getLogger("hubsync.governor")
@@ -696,26 +698,21 @@ class GovernorCore:
 
     # --- status --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GovernorStatus:
         now = self._clock.now()
-        window, daily = self.budget.window, self.budget.daily
-        return {
-            "fingerprint": self.fingerprint,
-            "plan": self._spec.plan if self._spec else None,
-            "window_limit": window.limit,
-            "window_left": window.remaining(now),
-            "daily_limit": daily.limit if daily else None,
-            "daily_left": daily.remaining(now) if daily else None,
-            "daily_resets_at": daily.resets_at(now) if daily else None,
-            "blocked_until": window.blocked_until,
-            "waiting_for": self._waiting_for(now),
-            "waiting": len(self._queue),
-            "calls": dict(self.calls),
-            "rate_limited": self.rate_limited,
-            "rejected": self.rejected,
-            "problem": self.problem,
-            "updated_at": time.time(),
-        }
+        return governor_status(
+            self.fingerprint,
+            self._spec.plan if self._spec else None,
+            self.budget,
+            now,
+            waiting_for=self._waiting_for(now),
+            waiting=len(self._queue),
+            calls=self.calls,
+            rate_limited=self.rate_limited,
+            rejected=self.rejected,
+            problem=self.problem,
+            wall=time.time(),
+        )
 
     def _waiting_for(self, now: float) -> str | None:
         """Why calls are held back beyond the usual pacing, in words (None: they are not)."""
@@ -730,13 +727,49 @@ class GovernorCore:
 
     async def publish_status(self) -> None:
         await self._redis.set(
-            self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120
+            self._keys.governor_status(self.fingerprint), encode_status(self.status()), ex=120
         )
 
     async def aclose(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         await self._http.aclose()
+
+
+def governor_status(
+    fingerprint: str,
+    plan: str | None,
+    budget: TokenBudget,
+    now: float,
+    *,
+    waiting_for: str | None,
+    waiting: int,
+    calls: Mapping[str, int],
+    rate_limited: int,
+    rejected: str | None,
+    problem: str | None,
+    wall: float,
+) -> GovernorStatus:
+    """What a RateGovernor publishes: a pure function of its token's budget at `now` and its
+    counts (`wall`: epoch seconds for `updated_at`)."""
+    window, daily = budget.window, budget.daily
+    return GovernorStatus(
+        fingerprint=fingerprint,
+        plan=plan,
+        window_limit=window.limit,
+        window_left=window.remaining(now),
+        daily_limit=daily.limit if daily else None,
+        daily_left=daily.remaining(now) if daily else None,
+        daily_resets_at=daily.resets_at(now) if daily else None,
+        blocked_until=window.blocked_until,
+        waiting_for=waiting_for,
+        waiting=waiting,
+        calls=dict(calls),
+        rate_limited=rate_limited,
+        rejected=rejected,
+        problem=problem,
+        updated_at=wall,
+    )
 
 
 def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, str]:
