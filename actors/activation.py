@@ -56,7 +56,7 @@ from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
 from events.property_keys import PropertyKey, SourceKind, attribute_key, audience_key
-from events.snapshots import SnapshotStore
+from events.snapshots import SnapshotError, SnapshotStore
 from events.streams import (
     SEQ_BITS,
     DeadLetter,
@@ -246,20 +246,23 @@ class ActivationCore:
             await self.checkpoint()
 
     async def recover(self) -> None:
-        """Latest snapshot + the inbox entries after it: the state before the restart."""
-        snap = await self._snapshots.load(self.snapshot_name)
-        if snap is not None:
-            pieces = await self._snapshots.pieces(snap)
-            self.state = _decode_state(pieces[0])
-            if len(pieces) > 1:  # format 2: the Coalescer's pieces follow the state
-                self.coalescer = Coalescer.from_pieces(
-                    pieces[1:], self._clock, self._policy, damping=self._damping
-                )
-            elif self.state.coalescer:  # format 1: the Coalescer inside the state
-                self.coalescer = Coalescer.from_snapshot(
-                    self.state.coalescer, self._clock, self._policy, damping=self._damping
-                )
-                self.state.coalescer = b""
+        """Latest snapshot + the inbox entries after it: the state before the restart.
+
+        A snapshot that does not load (of a format or version this code does not know, say a
+        newer hubsync's after a rollback, or with pieces gone) is not retried forever: the
+        state is rebuilt as if there were none, from the inbox entries still there and the
+        projections (every subscribed property is backfilled again), and a log line says why."""
+        try:
+            await self._load_snapshot()
+        except (SnapshotError, msgspec.DecodeError, ValueError) as exc:
+            log.warning(
+                "activation %s: its snapshot does not load (%s); rebuilding its state from the "
+                "inbox and the projections instead",
+                self.activation_id,
+                exc,
+            )
+            self.state = State()
+            self.coalescer = Coalescer(self._clock, self._policy, damping=self._damping)
         self._partitions = await ensure_partitions(self._redis, self._keys)
         # The catalog and the subscriptions first: a replayed change needs them to find its
         # property, and one offered before them would be dropped.
@@ -277,6 +280,27 @@ class ActivationCore:
             replayed,
             len(self.coalescer),
         )
+
+    async def _load_snapshot(self) -> None:
+        """The snapshot's state and Coalescer, of either format (`events.snapshots`): 2, the
+        state then the Coalescer's pieces (`scheduler.coalescer.SnapshotHeader` first); 1, the
+        Coalescer inside the state."""
+        snap = await self._snapshots.load(self.snapshot_name)
+        if snap is None:
+            return
+        pieces = await self._snapshots.pieces(snap)
+        state = _decode_state(pieces[0])
+        coalescer = self.coalescer
+        if len(pieces) > 1:  # format 2: the Coalescer's pieces follow the state
+            coalescer = Coalescer.from_pieces(
+                pieces[1:], self._clock, self._policy, damping=self._damping
+            )
+        elif state.coalescer:  # format 1: the Coalescer inside the state
+            coalescer = Coalescer.from_snapshot(
+                state.coalescer, self._clock, self._policy, damping=self._damping
+            )
+            state.coalescer = b""
+        self.state, self.coalescer = state, coalescer
 
     async def checkpoint(self) -> None:
         """Snapshot the state, then drop the inbox entries the snapshot covers (so the inbox

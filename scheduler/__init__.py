@@ -12,7 +12,13 @@
 
 from scheduler.budget import TokenBudget
 from scheduler.clock import Clock, FakeClock, SystemClock
-from scheduler.coalescer import Batch, Coalescer, CoalescerStats, ContactWrite
+from scheduler.coalescer import (
+    Batch,
+    Coalescer,
+    CoalescerStats,
+    ContactWrite,
+    SnapshotVersionError,
+)
 from scheduler.daily import DailyQuota
 from scheduler.damping import Damper, DampingPolicy
 from scheduler.fairqueue import FairQueue
@@ -38,6 +44,7 @@ __all__ = [
     "Lane",
     "LaneSelector",
     "RollingWindow",
+    "SnapshotVersionError",
     "SystemClock",
     "TokenBudget",
     "TransportFailure",
