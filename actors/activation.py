@@ -25,7 +25,7 @@ import ctypes
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -35,6 +35,7 @@ from actors.governor import GRANT_INTERVAL_S
 from actors.governor_port import CallFailed, CallRefused, GovernorPort, TokenRejected
 from actors.loops import forever
 from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, decode_changes
+from actors.status import ActivationState, ActivationStatus, BackfillProgress, encode_status
 from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
     PropertySpec,
@@ -42,11 +43,22 @@ from crm.properties import (
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.ports import Storage
+from events.property_keys import PropertyKey
+from events.snapshots import SnapshotError
 from events.streams import SEQ_BITS, DeadLetter
-from scheduler import Batch, Clock, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
+from scheduler import (
+    Batch,
+    Clock,
+    Coalescer,
+    CoalescerStats,
+    DampingPolicy,
+    FlushPolicy,
+    Lane,
+    SystemClock,
+)
 from scheduler.dispatch import Permit
 
-__all__ = ["ActivationCore", "Backfill", "Counters", "State"]
+__all__ = ["ActivationCore", "Backfill", "Counters", "State", "activation_status"]
 
 log = logging.getLogger("hubsync.activation")
 
@@ -164,20 +176,23 @@ class ActivationCore(ActivationControl):
             await self.checkpoint()
 
     async def recover(self) -> None:
-        """Latest snapshot + the inbox entries after it: the state before the restart."""
-        snap = await self._snapshots.load(self.snapshot_name)
-        if snap is not None:
-            pieces = await self._snapshots.pieces(snap)
-            self.state = _decode_state(pieces[0])
-            if len(pieces) > 1:  # format 2: the Coalescer's pieces follow the state
-                self.coalescer = Coalescer.from_pieces(
-                    pieces[1:], self._clock, self._policy, damping=self._damping
-                )
-            elif self.state.coalescer:  # format 1: the Coalescer inside the state
-                self.coalescer = Coalescer.from_snapshot(
-                    self.state.coalescer, self._clock, self._policy, damping=self._damping
-                )
-                self.state.coalescer = b""
+        """Latest snapshot + the inbox entries after it: the state before the restart.
+
+        A snapshot that does not load (of a format or version this code does not know, say a
+        newer hubsync's after a rollback, or with pieces gone) is not retried forever: the
+        state is rebuilt as if there were none, from the inbox entries still there and the
+        projections (every subscribed property is backfilled again), and a log line says why."""
+        try:
+            await self._load_snapshot()
+        except (SnapshotError, msgspec.DecodeError, ValueError) as exc:
+            log.warning(
+                "activation %s: its snapshot does not load (%s); rebuilding its state from the "
+                "inbox and the projections instead",
+                self.activation_id,
+                exc,
+            )
+            self.state = State()
+            self.coalescer = Coalescer(self._clock, self._policy, damping=self._damping)
         self._partitions = await self._storage.config.partitions()
         # The catalog and the subscriptions first: a replayed change needs them to find its
         # property, and one offered before them would be dropped.
@@ -194,6 +209,27 @@ class ActivationCore(ActivationControl):
             replayed,
             len(self.coalescer),
         )
+
+    async def _load_snapshot(self) -> None:
+        """The snapshot's state and Coalescer, of either format (`events.snapshots`): 2, the
+        state then the Coalescer's pieces (`scheduler.coalescer.SnapshotHeader` first); 1, the
+        Coalescer inside the state."""
+        snap = await self._snapshots.load(self.snapshot_name)
+        if snap is None:
+            return
+        pieces = await self._snapshots.pieces(snap)
+        state = _decode_state(pieces[0])
+        coalescer = self.coalescer
+        if len(pieces) > 1:  # format 2: the Coalescer's pieces follow the state
+            coalescer = Coalescer.from_pieces(
+                pieces[1:], self._clock, self._policy, damping=self._damping
+            )
+        elif state.coalescer:  # format 1: the Coalescer inside the state
+            coalescer = Coalescer.from_snapshot(
+                state.coalescer, self._clock, self._policy, damping=self._damping
+            )
+            state.coalescer = b""
+        self.state, self.coalescer = state, coalescer
 
     async def checkpoint(self) -> None:
         """Snapshot the state, then drop the inbox entries the snapshot covers (so the inbox
@@ -276,8 +312,8 @@ class ActivationCore(ActivationControl):
         options = {
             key: set(attribute.options or ())
             for key in keys
-            if key[0] == "t"
-            and (attribute := self._catalog.attributes.get(key[2:])) is not None
+            if not (parsed := PropertyKey.parse(key)).is_audience
+            and (attribute := self._catalog.attributes.get(parsed.cdp_id)) is not None
             and attribute.value_type == "enumeration"
         }
         return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
@@ -491,63 +527,25 @@ class ActivationCore(ActivationControl):
 
     # --- status ---------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ActivationStatus:
         stats = self.coalescer.stats()
         now = self._clock.now()
-        backfills: dict[str, dict[str, float | bool | None]] = {}
-        pending_backfill = stats.pending_backfill
-        for key, b in self.state.backfills.items():
-            if not b.loaded:
-                backfills[key] = {"done": 0, "total": b.total, "eta_s": None, "loading": True}
-                continue
-            done = max(0, b.total - pending_backfill)
-            if done >= b.total and b.finished_at is None:
+        for b in self.state.backfills.values():  # elapsed_s stops at the end, however read later
+            done = max(0, b.total - stats.pending_backfill)
+            if b.loaded and b.finished_at is None and done >= b.total:
                 b.finished_at = now
-            rate = self._contacts_per_second()
-            backfills[key] = {
-                "done": done,
-                "total": b.total,
-                "eta_s": (b.total - done) / rate if rate else None,
-                "elapsed_s": (b.finished_at or now) - b.started_at,
-            }
-        spec = self.spec
-        if self.deleted:
-            state = "deleted"
-        elif spec is None:
-            state = "starting"
-        elif spec.paused:
-            state = "paused"
-        elif self.problems:
-            state = "degraded"
-        else:
-            state = "running"
-        c = self.state.counters
-        return {
-            "state": state,
-            "pending": stats.pending_realtime + stats.pending_backfill + stats.in_flight,
-            "pending_realtime": stats.pending_realtime,
-            "pending_backfill": stats.pending_backfill,
-            "in_flight": stats.in_flight,
-            "held": stats.held,  # flapping contacts held back by damping (counted in pending)
-            "changes_in": c.changes_in,
-            "coalesced": stats.coalesced,
-            "written": c.written,
-            "written_today": c.written_today,
-            "created": c.created,
-            "parked": c.parked,
-            "not_in_hubspot": c.not_in_hubspot,
-            "calls": c.calls,
-            "lag_s": self.lag,
-            "backfills": backfills,
-            "properties": {
-                k: v for k, v in self.state.names.items() if spec and k in spec.subscribes()
-            },
-            "problems": self.problems,
-            "last_error": (spec.pause_reason if spec and spec.paused else "")
-            or "; ".join(self.problems.values())
-            or self.last_error,
-            "updated_at": time.time(),
-        }
+        return activation_status(
+            self.state,
+            stats,
+            self.spec,
+            deleted=self.deleted,
+            problems=self.problems,
+            last_error=self.last_error,
+            lag=self.lag,
+            contacts_per_second=self._contacts_per_second(),
+            now=now,
+            wall=now,
+        )
 
     def _contacts_per_second(self) -> float:
         plan = PLANS.get(self.spec.plan if self.spec else "starter", PLANS["starter"])
@@ -558,9 +556,75 @@ class ActivationCore(ActivationControl):
             return
         await self._storage.status.put(
             self._keys.activation_status(self.activation_id),
-            msgspec.json.encode(self.status()),
+            encode_status(self.status()),
             ttl_s=300,
         )
+
+
+def activation_status(
+    state: State,
+    stats: CoalescerStats,
+    spec: ActivationSpec | None,
+    *,
+    deleted: bool,
+    problems: Mapping[str, str],
+    last_error: str,
+    lag: float | None,
+    contacts_per_second: float,
+    now: float,
+    wall: float,
+) -> ActivationStatus:
+    """What an activation publishes: a pure function of its state, its Coalescer's counts and
+    its configuration at `now` (the clock the backfills were timed with; `wall`: epoch seconds
+    for `updated_at`, by which readers judge staleness)."""
+    backfills: dict[str, BackfillProgress] = {}
+    for key, b in state.backfills.items():
+        if not b.loaded:
+            backfills[key] = BackfillProgress(done=0, total=b.total, eta_s=None, loading=True)
+            continue
+        done = max(0, b.total - stats.pending_backfill)
+        backfills[key] = BackfillProgress(
+            done=done,
+            total=b.total,
+            eta_s=(b.total - done) / contacts_per_second if contacts_per_second else None,
+            elapsed_s=(b.finished_at or now) - b.started_at,
+        )
+    if deleted:
+        activation_state = ActivationState.DELETED
+    elif spec is None:
+        activation_state = ActivationState.STARTING
+    elif spec.paused:
+        activation_state = ActivationState.PAUSED
+    elif problems:
+        activation_state = ActivationState.DEGRADED
+    else:
+        activation_state = ActivationState.RUNNING
+    subscribed = spec.subscribes() if spec is not None else set()
+    c = state.counters
+    return ActivationStatus(
+        state=activation_state,
+        pending=stats.pending_realtime + stats.pending_backfill + stats.in_flight,
+        pending_realtime=stats.pending_realtime,
+        pending_backfill=stats.pending_backfill,
+        in_flight=stats.in_flight,
+        held=stats.held,
+        changes_in=c.changes_in,
+        coalesced=stats.coalesced,
+        written=c.written,
+        written_today=c.written_today,
+        created=c.created,
+        parked=c.parked,
+        not_in_hubspot=c.not_in_hubspot,
+        calls=c.calls,
+        lag_s=lag,
+        backfills=backfills,
+        properties={k: v for k, v in state.names.items() if k in subscribed},
+        problems=dict(problems),
+        last_error=(spec.pause_reason if spec is not None and spec.paused else "")
+        or "; ".join(problems.values())
+        or last_error,
+        updated_at=wall,
+    )
 
 
 _RETRY = Outcome("", OutcomeStatus.RETRY)

@@ -30,6 +30,7 @@ from crm.properties import (
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
 from events.ports import DeadLetterStore, ProjectionStore, Storage
+from events.property_keys import PropertyKey, SourceKind, attribute_key, audience_key
 from events.streams import DeadLetter
 from scheduler import Clock, Coalescer, Lane
 
@@ -114,11 +115,11 @@ class ActivationControl:
         return spec.name
 
     def _property_spec(self, key: str) -> PropertySpec | None:
-        kind, cdp_id = key.split(":", 1)
+        kind, cdp_id = PropertyKey.parse(key)
         taken = (set(self.state.names.values()) | set(self.state.retired)) - {
             self.state.names.get(key)
         }
-        if kind == "a":
+        if kind is SourceKind.AUDIENCE:
             audience = self._catalog.audiences.get(cdp_id)
             if audience is None:
                 return None
@@ -192,8 +193,8 @@ class ActivationControl:
 
     async def _reconcile(self, spec: ActivationSpec) -> None:
         subscribed = spec.subscribes()
-        deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {
-            f"t:{t}" for t in self._catalog.deleted_attributes
+        deleted = {audience_key(a) for a in self._catalog.deleted_audiences} | {
+            attribute_key(t) for t in self._catalog.deleted_attributes
         }
         self._expire_problems()
         self._revive(subscribed - deleted)
@@ -210,8 +211,9 @@ class ActivationControl:
         backfills = []
         unmade = {k for k in live if self.ensured.get(k) != self._property_spec(k)}
         for key in sorted(live - set(self.problems)):
-            added_at = (
-                spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
+            kind, cdp_id = PropertyKey.parse(key)
+            added_at = (spec.audiences if kind is SourceKind.AUDIENCE else spec.attributes).get(
+                cdp_id
             )
             backfill = self.state.backfills.get(key)
             if added_at is not None and (
@@ -321,14 +323,14 @@ class ActivationControl:
         name = self._name(key)
         if name is None:
             return
-        kind, cdp_id = key.split(":", 1)
+        kind, cdp_id = PropertyKey.parse(key)
         backfill = Backfill(added_at=added_at, started_at=self._clock.now())
         self.state.backfills[key] = backfill
 
         def dropped() -> bool:
             return self.state.backfills.get(key) is not backfill
 
-        if kind == "a":
+        if kind is SourceKind.AUDIENCE:
             async for page in self._projections.members(cdp_id, self._partitions):
                 if dropped():
                     return
@@ -375,9 +377,10 @@ class ActivationControl:
     def _unusable_value(
         self, key: str, email: str, value: Any, exc: ValueFormatError
     ) -> DeadLetter:
+        attribute_id = PropertyKey.parse(key).cdp_id
         return DeadLetter(
             f"activation:{self.activation_id}",
             "-",
-            f"attribute {key[2:]!r} for {email}: {exc} (under its current definition)",
-            msgspec.json.encode({"email": email, "attribute_id": key[2:], "value": value}),
+            f"attribute {attribute_id!r} for {email}: {exc} (under its current definition)",
+            msgspec.json.encode({"email": email, "attribute_id": attribute_id, "value": value}),
         )

@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -35,6 +35,7 @@ import msgspec
 
 from actors.governor_port import ActivationGone, CallFailed, CallRefused, TokenRejected
 from actors.messages import Outcome, OutcomeStatus, WriteReport
+from actors.status import GovernorStatus, encode_status
 from crm import schema
 from crm.client import HubSpotClient
 from crm.errors import (
@@ -59,7 +60,7 @@ from events.secrets import Sealer, SecretError
 from scheduler import BatchSplitter, Clock, Lane, SystemClock, TokenBudget, backoff
 from scheduler.dispatch import WINDOW_MARGIN, Dispatcher, Grant, Permit
 
-__all__ = ["GRANT_INTERVAL_S", "HTTP_TIMEOUT", "GovernorCore"]
+__all__ = ["GRANT_INTERVAL_S", "HTTP_TIMEOUT", "GovernorCore", "governor_status"]
 
 log = logging.getLogger("hubsync.governor")
 T = TypeVar("T")
@@ -621,26 +622,21 @@ class GovernorCore:
 
     # --- status --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GovernorStatus:
         now = self._clock.now()
-        window, daily = self.budget.window, self.budget.daily
-        return {
-            "fingerprint": self.fingerprint,
-            "plan": self._spec.plan if self._spec else None,
-            "window_limit": window.limit,
-            "window_left": window.remaining(now),
-            "daily_limit": daily.limit if daily else None,
-            "daily_left": daily.remaining(now) if daily else None,
-            "daily_resets_at": daily.resets_at(now) if daily else None,
-            "blocked_until": window.blocked_until,
-            "waiting_for": self._waiting_for(now),
-            "waiting": self._dispatch.waiting,
-            "calls": dict(self.calls),
-            "rate_limited": self.rate_limited,
-            "rejected": self.rejected,
-            "problem": self.problem,
-            "updated_at": now,
-        }
+        return governor_status(
+            self.fingerprint,
+            self._spec.plan if self._spec else None,
+            self.budget,
+            now,
+            waiting_for=self._waiting_for(now),
+            waiting=self._dispatch.waiting,
+            calls=self.calls,
+            rate_limited=self.rate_limited,
+            rejected=self.rejected,
+            problem=self.problem,
+            wall=now,
+        )
 
     def _waiting_for(self, now: float) -> str | None:
         """Why calls are held back beyond the usual pacing, in words (None: they are not)."""
@@ -656,7 +652,7 @@ class GovernorCore:
     async def publish_status(self) -> None:
         await self._storage.status.put(
             self._storage.keys.governor_status(self.fingerprint),
-            msgspec.json.encode(self.status()),
+            encode_status(self.status()),
             ttl_s=STATUS_TTL_S,
         )
 
@@ -705,6 +701,42 @@ def _upsert(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:
 
 def _update(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:
     return client.update_contacts(part)
+
+
+def governor_status(
+    fingerprint: str,
+    plan: str | None,
+    budget: TokenBudget,
+    now: float,
+    *,
+    waiting_for: str | None,
+    waiting: int,
+    calls: Mapping[str, int],
+    rate_limited: int,
+    rejected: str | None,
+    problem: str | None,
+    wall: float,
+) -> GovernorStatus:
+    """What a RateGovernor publishes: a pure function of its token's budget at `now` and its
+    counts (`wall`: epoch seconds for `updated_at`)."""
+    window, daily = budget.window, budget.daily
+    return GovernorStatus(
+        fingerprint=fingerprint,
+        plan=plan,
+        window_limit=window.limit,
+        window_left=window.remaining(now),
+        daily_limit=daily.limit if daily else None,
+        daily_left=daily.remaining(now) if daily else None,
+        daily_resets_at=daily.resets_at(now) if daily else None,
+        blocked_until=window.blocked_until,
+        waiting_for=waiting_for,
+        waiting=waiting,
+        calls=dict(calls),
+        rate_limited=rate_limited,
+        rejected=rejected,
+        problem=problem,
+        updated_at=wall,
+    )
 
 
 def _key(item: Any) -> str:

@@ -35,6 +35,7 @@ from events.model import (
     check_value,
 )
 from events.ports import ProjectionStore, Storage
+from events.property_keys import attribute_key, audience_key
 from events.streams import (
     INBOX_FIELD,
     MAX_ENTRY_BYTES,
@@ -210,7 +211,7 @@ class RouterCore:
                 problem = self._catalog.audience_problem(aid)
                 if problem:
                     raise InvalidEvent(problem)
-                return f"a:{aid}", "true" if isinstance(event, AudienceEntered) else "false"
+                return audience_key(aid), "true" if isinstance(event, AudienceEntered) else "false"
             case AttributeChanged(attribute_id=attr, value=value):
                 problem = self._catalog.attribute_problem(attr)
                 if problem:
@@ -221,7 +222,7 @@ class RouterCore:
                     text = format_value(definition.value_type, checked, options=definition.options)
                 except ValueFormatError as exc:
                     raise InvalidEvent(f"attribute {attr!r}: {exc}") from None
-                return f"t:{attr}", text
+                return attribute_key(attr), text
 
     async def _trim_now_and_then(self) -> None:
         """Trim this partition's change stream to what some group still needs, about once a

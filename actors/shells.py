@@ -26,6 +26,7 @@ from actors.loops import forever
 from actors.messages import WriteReport
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
+from actors.status import ActivationStatus, GovernorStatus
 from actors.supervisor import SupervisorCore
 from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
@@ -89,34 +90,32 @@ class Settings(msgspec.Struct, frozen=True):
     __str__ = __repr__
 
 
-def describe_activation(activation_id: str, name: str | None, status: dict[str, Any]) -> str:
+def describe_activation(activation_id: str, name: str | None, status: ActivationStatus) -> str:
     """One line for the Ray dashboard's Actors tab (its Repr column) and the actor's log prefix:
     which activation, its state, what is pending and how far its backfill is. Never the token."""
     label = f"{activation_id} {name!r}" if name else activation_id
-    parts = [str(status.get("state", "starting")), f"{int(status.get('pending') or 0):,} pending"]
-    backfills = status.get("backfills") or {}
+    parts = [str(status.state), f"{status.pending:,} pending"]
+    backfills = status.backfills
     if backfills:
-        done = sum(int(b.get("done") or 0) for b in backfills.values())
-        total = sum(int(b.get("total") or 0) for b in backfills.values())
+        done = sum(b.done for b in backfills.values())
+        total = sum(b.total for b in backfills.values())
         share = f" ({100 * done // total}%)" if total else ""
         parts.append(f"backfill {done:,}/{total:,}{share}")
     return f"ActivationActor({label}: {', '.join(parts)})"
 
 
-def describe_governor(status: dict[str, Any]) -> str:
+def describe_governor(status: GovernorStatus) -> str:
     """One line for the Actors tab: the token's fingerprint (never the token), calls used in the
     10-second window against its limit, and the daily budget left; why calls wait, if they do."""
-    limit = int(status.get("window_limit") or 0)
-    used = max(0, limit - int(status.get("window_left") or 0))
+    limit = status.window_limit
+    used = max(0, limit - status.window_left)
     parts = [f"{used}/{limit} calls in the 10 s window"]
-    if status.get("daily_left") is not None:
-        parts.append(
-            f"{int(status['daily_left']):,} of {int(status.get('daily_limit') or 0):,} left today"
-        )
-    why = status.get("rejected") or status.get("problem") or status.get("waiting_for")
+    if status.daily_left is not None:
+        parts.append(f"{status.daily_left:,} of {status.daily_limit or 0:,} left today")
+    why = status.rejected or status.problem or status.waiting_for
     if why:
-        parts.append(str(why))
-    return f"RateGovernor(token {status.get('fingerprint', '?')}: {'; '.join(parts)})"
+        parts.append(why)
+    return f"RateGovernor(token {status.fingerprint}: {'; '.join(parts)})"
 
 
 def _redis(settings: Settings) -> aioredis.Redis:
@@ -433,15 +432,18 @@ class ActivationActor(_Located):
         async def step() -> None:
             s = self.core.status()
             m = _metrics()
-            for field, counter in (("changes_in", m.changes_received), ("coalesced", m.coalesced)):
-                if s[field] > self._seen[field]:
-                    counter.inc(s[field] - self._seen[field], tags=self._tag)
-                self._seen[field] = s[field]
-            m.pending.set(s["pending_realtime"], tags={**self._tag, "lane": "realtime"})
-            m.pending.set(s["pending_backfill"], tags={**self._tag, "lane": "backfill"})
-            for key, b in s["backfills"].items():
-                m.backfill_done.set(b["done"], tags={**self._tag, "property": key})
-                m.backfill_total.set(b["total"], tags={**self._tag, "property": key})
+            for field, value, counter in (
+                ("changes_in", s.changes_in, m.changes_received),
+                ("coalesced", s.coalesced, m.coalesced),
+            ):
+                if value > self._seen[field]:
+                    counter.inc(value - self._seen[field], tags=self._tag)
+                self._seen[field] = value
+            m.pending.set(s.pending_realtime, tags={**self._tag, "lane": "realtime"})
+            m.pending.set(s.pending_backfill, tags={**self._tag, "lane": "backfill"})
+            for key, b in s.backfills.items():
+                m.backfill_done.set(b.done, tags={**self._tag, "property": key})
+                m.backfill_total.set(b.total, tags={**self._tag, "property": key})
 
         what = f"activation {self.core.activation_id}: metrics export"
         await forever(what, step, log=log, pause=1.0)
@@ -461,7 +463,9 @@ class ActivationActor(_Located):
         return repr(self)
 
     async def status(self) -> dict[str, Any]:
-        return self.core.status()
+        """The status as published (JSON-like builtins: what crosses to a caller in another
+        process without it importing this module's types)."""
+        return msgspec.to_builtins(self.core.status())
 
     async def checkpoint(self) -> None:
         await self.core.checkpoint()
@@ -493,9 +497,9 @@ class RateGovernor(_Located):
             await self.core.refresh()
             await self.core.publish_status()
             s = self.core.status()
-            _metrics().window_left.set(s["window_left"], tags=self._tag)
-            if s["daily_left"] is not None:
-                _metrics().daily_left.set(s["daily_left"], tags=self._tag)
+            _metrics().window_left.set(s.window_left, tags=self._tag)
+            if s.daily_left is not None:
+                _metrics().daily_left.set(s.daily_left, tags=self._tag)
 
         await forever(f"governor {self.core.fingerprint}: housekeeping", step, log=log, pause=1.0)
 
@@ -555,7 +559,9 @@ class RateGovernor(_Located):
         return await self.core.archive(activation_id, name)
 
     async def status(self) -> dict[str, Any]:
-        return self.core.status()
+        """The status as published (JSON-like builtins: what crosses to a caller in another
+        process without it importing this module's types)."""
+        return msgspec.to_builtins(self.core.status())
 
 
 # --- making the actors: named, detached, restarting, placed (options from actors.naming) --------

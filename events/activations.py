@@ -46,6 +46,7 @@ from events.model import (
 )
 from events.ports import EventStream
 from events.redis_backend import RedisEventStream
+from events.property_keys import attribute_key, audience_key
 from events.secrets import Sealer, SecretError, is_legacy
 from events.streams import EVENT_FIELD, Keys, position
 
@@ -171,7 +172,9 @@ class ActivationSpec(msgspec.Struct, kw_only=True):
 
     def subscribes(self) -> set[str]:
         """Property keys this activation syncs: ``a:<audience>`` and ``t:<attribute>``."""
-        return {f"a:{a}" for a in self.audiences} | {f"t:{t}" for t in self.attributes}
+        return {audience_key(a) for a in self.audiences} | {
+            attribute_key(t) for t in self.attributes
+        }
 
     def open_token(self, sealer: Sealer) -> str:
         """The clear token, only if it may go to this base URL and was sealed for this activation.

@@ -10,6 +10,12 @@ positions it records. Two formats, both loaded:
   made to point to it (one SET, atomic: a reader sees the old snapshot or the new one, never a
   mix) and the previous list is deleted. A crash half-way leaves the previous snapshot current
   and the partial list to expire.
+
+Any other format (a newer hubsync's, read by an older one after a rollback) is refused with a
+`SnapshotError`, as are pieces gone missing; the owner then rebuilds its state from its log
+(the ActivationActor: from its inbox and the projections) instead of retrying forever. What the
+state bytes hold is the owner's to version (`actors.activation.State`, then the Coalescer's
+`scheduler.coalescer.SnapshotHeader` and pieces).
 """
 
 from __future__ import annotations
@@ -46,6 +52,21 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Snapshot).decode
+
+
+def _parts_of(raw: bytes) -> str:
+    """The list of pieces a stored snapshot names ("": none). One this code does not read (a
+    newer hubsync's) is read loosely, so that replacing it still deletes its pieces."""
+    try:
+        return _decode(raw).parts
+    except msgspec.DecodeError:
+        pass
+    try:
+        loose = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return ""
+    parts = loose.get("parts") if isinstance(loose, dict) else None
+    return parts if isinstance(parts, str) else ""
 
 
 class SnapshotStore:
@@ -95,9 +116,9 @@ class SnapshotStore:
             self._keys.snapshot(name), _encode(snap), get=True
         )  # the value it replaced, atomically
         if old is not None:
-            previous = _decode(old)
-            if previous.parts and previous.parts != snap.parts:
-                await self._redis.delete(previous.parts)
+            parts = _parts_of(old)
+            if parts and parts != snap.parts:
+                await self._redis.delete(parts)
 
     async def load(self, name: str) -> Snapshot | None:
         # GET over RESP2 without decoding (events.connection): the bytes, or None
@@ -121,8 +142,7 @@ class SnapshotStore:
         if len(out) != snap.count:
             raise SnapshotError(
                 f"snapshot {snap.parts} has {len(out)} of its {snap.count} pieces (deleted or "
-                "evicted); delete the snapshot key to rebuild the state from the inbox and "
-                "projections"
+                "evicted): its owner rebuilds its state from its log instead"
             )
         return out
 

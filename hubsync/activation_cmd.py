@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
@@ -244,25 +245,21 @@ def follow(config: Config, activation_id: str, *, timeout: float | None = None) 
             console, percent=True, details="{task.fields[rate]}", disable=not console.is_terminal
         ) as bars:
             while timeout is None or time.monotonic() - started < timeout:
-                status = await read_status(redis, config.keys, activation_id) or {}
-                fresh = status.get("updated_at", 0) > seen_after + 1  # published after our command
-                for key, b in (status.get("backfills") or {}).items():
+                status = await read_status(redis, config.keys, activation_id)
+                backfills = status.backfills if status is not None else {}
+                for key, b in backfills.items():
                     if key not in tasks:
                         tasks[key] = bars.add_task(
-                            f"backfill {key}", total=b["total"] or None, rate=""
+                            f"backfill {key}", total=b.total or None, rate=""
                         )
-                    elapsed = b.get("elapsed_s") or 0
-                    rate = f"{b['done'] / elapsed:,.0f} contacts/s" if elapsed > 1 else ""
-                    bars.update(
-                        tasks[key], completed=b["done"], total=b["total"] or None, rate=rate
-                    )
+                    elapsed = b.elapsed_s or 0
+                    rate = f"{b.done / elapsed:,.0f} contacts/s" if elapsed > 1 else ""
+                    bars.update(tasks[key], completed=b.done, total=b.total or None, rate=rate)
                 if (
-                    fresh
-                    and status.get("pending") == 0
-                    and all(
-                        not b.get("loading") and b["done"] >= b["total"]
-                        for b in (status.get("backfills") or {}).values()
-                    )
+                    status is not None
+                    and status.updated_at > seen_after + 1  # published after our command
+                    and status.pending == 0
+                    and all(not b.loading and b.done >= b.total for b in backfills.values())
                 ):
                     return
                 await asyncio.sleep(0.5)
@@ -543,9 +540,10 @@ def show(ref: str, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
+        status = await read_status(redis, config.keys, spec.activation_id)
         return {
             **describe(spec),
-            "status": await read_status(redis, config.keys, spec.activation_id),
+            "status": None if status is None else msgspec.to_builtins(status),
         }
 
     info = with_redis(config, work)

@@ -119,13 +119,13 @@ async def verify_activation(
     except SecretError as exc:
         raise CommandRejected(str(exc)) from None
     status = await read_status(redis, keys, spec.activation_id)
-    if not status or not status.get("properties"):
+    if status is None or not status.properties:
         raise CommandRejected(
             "this activation has not synced anything yet: start `hubsync up` and wait for it"
         )
     catalog = Catalog()
     await catalog.refresh(redis, keys)
-    expected = await expected_values(redis, keys, spec, catalog, status["properties"])
+    expected = await expected_values(redis, keys, spec, catalog, status.properties)
     if on_progress is not None:
         on_progress(0, len(expected))
     drift = await verify(spec, secret_key, expected, calls_per_window=rate, on_progress=on_progress)

@@ -288,15 +288,16 @@ async def _progress(
             hubspot = await asyncio.to_thread(admin.contact_properties)
             wrong = story.differences(hubspot)
             stats = await asyncio.to_thread(admin.stats)
-            status = await read_status(redis, config.keys, activation_id) or {}
+            status = await read_status(redis, config.keys, activation_id)
+            pending = "-" if status is None else status.pending
             progress.update(
                 task,
                 completed=total - wrong,
                 info=(
-                    f"calls {stats['requests']}  429s {stats['rate_limited']}  pending {status.get('pending', '-')}"
+                    f"calls {stats['requests']}  429s {stats['rate_limited']}  pending {pending}"
                 ),
             )
-            if wrong == 0 and status.get("pending") == 0:
+            if wrong == 0 and status is not None and status.pending == 0:
                 return time.monotonic() - start
             await asyncio.sleep(0.5)
     console.print("[red]✗[/] HubSpot did not come in step within 100 s; see `hubsync status`")
@@ -313,9 +314,10 @@ async def _report(
     events_in: int,
     synced_at: float | None,
 ) -> None:
+    from actors.status import ActivationStatus
     from hubsync.views import read_status
 
-    status = await read_status(redis, config.keys, activation_id) or {}
+    status = await read_status(redis, config.keys, activation_id) or ActivationStatus()
     stats = admin.stats()
     catalog = admin.properties()
     group = next((g for g in catalog["groups"] if g["name"] == "raptor_smart_advisor_cdp"), None)
@@ -342,10 +344,10 @@ async def _report(
     in_basket = sum(1 for p in hubspot.values() if p.get("raptor_abandon_basket") == "true")
     figures = Table("figure", "value", title="the figures that matter")
     figures.add_row("CDP events in", f"{events_in:,}")
-    figures.add_row("changes routed to the activation", f"{status.get('changes_in', 0):,}")
-    figures.add_row("changes coalesced away (flips, repeats)", f"{status.get('coalesced', 0):,}")
+    figures.add_row("changes routed to the activation", f"{status.changes_in:,}")
+    figures.add_row("changes coalesced away (flips, repeats)", f"{status.coalesced:,}")
     figures.add_row("HubSpot calls made", f"{stats['requests']:,}")
-    figures.add_row("contact writes HubSpot accepted", f"{status.get('written', 0):,}")
+    figures.add_row("contact writes HubSpot accepted", f"{status.written:,}")
     figures.add_row("contacts in HubSpot / in the audience", f"{len(hubspot):,} / {in_basket:,}")
     figures.add_row(
         "most calls in any 10 s window (limit 100)", str(stats["max_calls_in_any_window"])

@@ -22,6 +22,7 @@ from crm.properties import attribute_property, audience_property, format_value
 from events.activations import ActivationSpec
 from events.catalog import Catalog
 from events.projections import Projections
+from events.property_keys import attribute_key, audience_key
 from events.secrets import Sealer
 from events.streams import Keys, NotStarted, ensure_partitions
 from scheduler import RollingWindow, SystemClock
@@ -45,14 +46,14 @@ async def expected_values(
     projections = Projections(redis, keys)
     expected: dict[str, dict[str, str]] = {}
     for audience_id in spec.audiences:
-        name = names.get(f"a:{audience_id}")
+        name = names.get(audience_key(audience_id))
         if name is None:
             continue
         async for page in projections.members(audience_id, partitions):
             for member in page:
                 expected.setdefault(member.email, {})[name] = "true"
     for attribute_id in spec.attributes:
-        name = names.get(f"t:{attribute_id}")
+        name = names.get(attribute_key(attribute_id))
         definition = catalog.attributes.get(attribute_id)
         if name is None or definition is None:
             continue
@@ -161,14 +162,16 @@ async def plan_activation(
         taken.add(spec.name)
         properties.append(
             {
-                "key": f"a:{audience_id}",
+                "key": audience_key(audience_id),
                 "name": spec.name,
                 "label": spec.label,
                 "type": spec.type,
                 "fieldType": spec.field_type,
             }
         )
-        contacts[f"a:{audience_id}"] = await projections.count_members(audience_id, partitions)
+        contacts[audience_key(audience_id)] = await projections.count_members(
+            audience_id, partitions
+        )
     for attribute_id in attributes:
         attribute = catalog.attributes.get(attribute_id)
         if attribute is None:
@@ -180,14 +183,16 @@ async def plan_activation(
         taken.add(spec.name)
         properties.append(
             {
-                "key": f"t:{attribute_id}",
+                "key": attribute_key(attribute_id),
                 "name": spec.name,
                 "label": spec.label,
                 "type": spec.type,
                 "fieldType": spec.field_type,
             }
         )
-        contacts[f"t:{attribute_id}"] = await projections.count_values(attribute_id, partitions)
+        contacts[attribute_key(attribute_id)] = await projections.count_values(
+            attribute_id, partitions
+        )
     per_window, per_day = PLANS[plan].per_window, PLANS[plan].daily
     # Upper bound: a contact in several audiences/attributes rides in one input when they coalesce.
     calls = (

@@ -5,12 +5,19 @@ publish in Redis (reading it needs only Redis, not Ray).
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
+from actors.status import (
+    ActivationStatus,
+    GovernorStatus,
+    decode_activation_status,
+    decode_governor_status,
+)
 from events.activations import Activations, ActivationSpec
 from events.secrets import is_legacy
 from events.streams import Keys
@@ -23,6 +30,8 @@ __all__ = [
     "read_governor_status",
     "read_status",
 ]
+
+log = logging.getLogger("hubsync.views")
 
 STALE_AFTER_S = 30.0  # an activation's status older than this: its actor is not running
 
@@ -48,16 +57,16 @@ def describe(spec: ActivationSpec) -> dict[str, Any]:
 
 
 def live_status(
-    spec: ActivationSpec, raw: dict[str, Any] | None, now: float | None = None
+    spec: ActivationSpec, raw: ActivationStatus | None, now: float | None = None
 ) -> dict[str, Any]:
     """The actor's published status with ``state`` computed for a reader: "paused" from the
     control stream (authoritative), "stale" when the status is older than STALE_AFTER_S (its
     actor is not running), "starting" before the first status, else what the actor says.
     ``reported_state`` keeps the actor's own word, ``stale`` says whether it is old."""
     now = time.time() if now is None else now
-    out = dict(raw or {})
+    out: dict[str, Any] = {} if raw is None else msgspec.to_builtins(raw)
     reported = out.get("state")
-    stale = raw is not None and now - float(raw.get("updated_at") or 0) > STALE_AFTER_S
+    stale = raw is not None and now - raw.updated_at > STALE_AFTER_S
     if spec.paused:
         state = "paused"
     elif stale:
@@ -70,17 +79,31 @@ def live_status(
 
 async def read_governor_status(
     redis: aioredis.Redis, keys: Keys, fingerprint: str
-) -> dict[str, Any] | None:
+) -> GovernorStatus | None:
     """The token's budget as its RateGovernor last published it (None: not running yet)."""
     raw = await redis.get(keys.governor_status(fingerprint))
-    return json.loads(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        return decode_governor_status(raw)
+    except msgspec.DecodeError as exc:
+        log.warning("the status of the governor of token %s does not read: %s", fingerprint, exc)
+        return None
 
 
 async def read_status(
     redis: aioredis.Redis, keys: Keys, activation_id: str
-) -> dict[str, Any] | None:
+) -> ActivationStatus | None:
+    """The activation's status as its actor last published it (None: not published yet, or
+    one that does not read, which the actor replaces within a second)."""
     raw = await redis.get(keys.activation_status(activation_id))
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    try:
+        return decode_activation_status(raw)
+    except msgspec.DecodeError as exc:
+        log.warning("the status of activation %s does not read: %s", activation_id, exc)
+        return None
 
 
 async def collect(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
@@ -90,6 +113,12 @@ async def collect(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
     out = []
     for spec in state.by_id.values():
         live = await read_status(redis, keys, spec.activation_id)
-        raw = await redis.get(keys.governor_status(spec.token_fingerprint))
-        out.append({**describe(spec), "status": live, "token": json.loads(raw) if raw else None})
+        token = await read_governor_status(redis, keys, spec.token_fingerprint)
+        out.append(
+            {
+                **describe(spec),
+                "status": None if live is None else msgspec.to_builtins(live),
+                "token": None if token is None else msgspec.to_builtins(token),
+            }
+        )
     return out

@@ -14,7 +14,13 @@
 
 from scheduler.budget import TokenBudget
 from scheduler.clock import Clock, FakeClock, SystemClock
-from scheduler.coalescer import Batch, Coalescer, CoalescerStats, ContactWrite
+from scheduler.coalescer import (
+    Batch,
+    Coalescer,
+    CoalescerStats,
+    ContactWrite,
+    SnapshotVersionError,
+)
 from scheduler.daily import DailyQuota
 from scheduler.damping import Damper, DampingPolicy
 from scheduler.dispatch import Dispatcher, Grant, Permit
@@ -44,6 +50,7 @@ __all__ = [
     "LaneSelector",
     "Permit",
     "RollingWindow",
+    "SnapshotVersionError",
     "SystemClock",
     "TokenBudget",
     "TransportFailure",

@@ -30,7 +30,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -41,7 +41,20 @@ from scheduler.damping import Damper, DampingPolicy
 from scheduler.flush import FlushPolicy
 from scheduler.lanes import Lane, LaneSelector
 
-__all__ = ["SNAPSHOT_CHUNK", "Batch", "Coalescer", "CoalescerStats", "ContactWrite"]
+__all__ = [
+    "SNAPSHOT_CHUNK",
+    "Batch",
+    "Coalescer",
+    "CoalescerStats",
+    "ContactWrite",
+    "DampingSnapshot",
+    "LaneFront",
+    "LaneV1",
+    "SnapshotContact",
+    "SnapshotHeader",
+    "SnapshotV1",
+    "SnapshotVersionError",
+]
 
 _LANES = (Lane.REALTIME, Lane.BACKFILL)
 _SNAPSHOT_VERSION = 1  # to_builtins: one msgpack map, every contact as [email, entries]
@@ -101,6 +114,97 @@ class CoalescerStats(msgspec.Struct, frozen=True):
     """Pending contacts held back by damping (counted in pending_realtime/backfill too)."""
     damped: int = 0
     """Contacts carrying a flap penalty (held or not)."""
+
+
+# ------------------------------------------------------------------------ snapshot format
+#
+# What a snapshot holds is typed below; msgspec encodes each Struct as a map of its fields (the
+# header) or an array (a piece), in the order they are declared, so version 2 as written before
+# these types existed (a plain map, the same keys in the same order) reads as the same Struct,
+# and is written again byte for byte: the code before reads what this code writes. Evolve it as
+# msgspec's schema evolution allows (new fields with defaults, no field changing type) and bump
+# the version on any other change: a reader refuses a version it does not know
+# (`SnapshotVersionError`) and its owner rebuilds the state from its log instead.
+
+SnapshotContact = tuple[str, list[Entry]]
+"""A contact in a snapshot: its email and its (property id, position, value) entries."""
+
+
+class SnapshotVersionError(ValueError):
+    """A snapshot of a version this code does not read (an older hubsync reading a newer one's,
+    say): rebuild the state from the log instead of loading it."""
+
+    def __init__(self, version: object, expected: int) -> None:
+        self.version = version
+        super().__init__(
+            f"unknown Coalescer snapshot version {version!r} (this hubsync reads version "
+            f"{expected}); rebuild the activation state from its log"
+        )
+
+
+class LaneFront(msgspec.Struct, frozen=True):
+    """A lane's front: contacts that go before its queue (retried, in flight at the cut,
+    held), and the arrival time of the oldest of them."""
+
+    front_since: float | None
+    front: list[SnapshotContact]
+
+
+class LaneV1(msgspec.Struct, frozen=True):
+    """A lane in version 1: its front and its queue, as (arrival time, contacts) runs."""
+
+    front_since: float | None
+    front: list[SnapshotContact]
+    queue: list[tuple[float, list[SnapshotContact]]]
+
+
+class DampingSnapshot(msgspec.Struct, frozen=True):
+    """The damping state: flap penalties (email, penalty, at, held since) and who is held."""
+
+    penalties: list[tuple[str, float, float, float | None]]
+    held: list[str]
+
+
+class SnapshotHeader(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The first piece of a version 2 snapshot: everything but the known values and the
+    lanes' queues, which follow in `_Piece`s. Positions in entries are absolute; property ids
+    index `properties` (None: a property forgotten since)."""
+
+    version: int
+    base: int | None  # the record codec's base position (None: nothing offered yet)
+    properties: list[str | None]
+    next_batch: int
+    counters: tuple[int, int, int, int, int]  # offered, coalesced, written, forgotten, parked
+    damping: DampingSnapshot | None = None  # absent without damping
+    lanes: tuple[LaneFront, LaneFront]  # realtime, backfill
+    known_extra: list[SnapshotContact]  # known values of contacts in flight, after a retry
+    domains: list[str]  # the KeyCodec's interned domains: piece keys refer to them
+
+
+class SnapshotV1(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Version 1 (`Coalescer.to_builtins`): the whole state in one map, every contact by email."""
+
+    version: int
+    base: int | None
+    properties: list[str | None]
+    next_batch: int
+    counters: tuple[int, int, int, int, int]
+    damping: DampingSnapshot | None = None
+    known: list[SnapshotContact]
+    lanes: tuple[LaneV1, LaneV1]
+
+
+class _Versioned(msgspec.Struct):
+    version: object = None
+
+
+_version_decoder = msgspec.msgpack.Decoder(_Versioned)
+_header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
+
+
+def _check_version(version: object, expected: int) -> None:
+    if version != expected or isinstance(version, bool):
+        raise SnapshotVersionError(version, expected)
 
 
 def _lane_index(lane: Lane) -> int:
@@ -593,67 +697,71 @@ class Coalescer:
     # ------------------------------------------------------------------ snapshots
 
     def to_builtins(self) -> dict[str, Any]:
-        """Plain, msgpack-able state (format version 1; `snapshot` writes version 2). Contacts in
-        flight are saved as if their batch had failed (they go back in front of their lane):
-        resending is harmless, losing is not."""
-        lanes: list[dict[str, Any]] = []
-        since: float | None  # a run's start below, then when an in-flight contact's hold began
+        """Plain, msgpack-able state: `SnapshotV1` as builtins (format version 1, one map, every
+        contact as [email, entries]; `snapshot` writes version 2). Contacts in flight are saved
+        as if their batch had failed (they go back in front of their lane): resending is
+        harmless, losing is not."""
+        fronts, known_after = self._fronts()
+        lanes: list[LaneV1] = []
         for li in (0, 1):
-            front = [
-                [self._keys.email(k), self._entries_out(r)] for k, r in self._front[li].items()
-            ]
-            queue: list[list[Any]] = []
+            queue: list[tuple[float, list[SnapshotContact]]] = []
             items = iter(self._queue[li].items())
             for since, count in self._runs[li]:
                 group = [
-                    [self._keys.email(k), self._entries_out(r)]
+                    (self._keys.email(k), self._decode(r))
                     for k, r in itertools.islice(items, int(count))
                     if r is not None
                 ]
                 if group:
-                    queue.append([since, group])
-            lanes.append({"front_since": self._front_since[li], "front": front, "queue": queue})
-        known_after = self._aside_to_front(lanes)
+                    queue.append((since, group))
+            lanes.append(LaneV1(fronts[li].front_since, fronts[li].front, queue))
         known_out = [
-            [self._keys.email(k), self._entries_out(r)]
+            (self._keys.email(k), self._decode(r))
             for k, r in self._known.items()
             if k not in known_after
         ]
         known_out.extend(_known_extra(known_after, self._keys))
-        out = self._header(_SNAPSHOT_VERSION)
-        out["known"] = known_out
-        out["lanes"] = lanes
-        return out
+        snap = SnapshotV1(
+            version=_SNAPSHOT_VERSION,
+            base=None if self._codec is None else self._codec.base,
+            properties=list(self._prop_names),
+            next_batch=self._next_batch,
+            counters=self._counters(),
+            damping=self._damping_out(),
+            known=known_out,
+            lanes=(lanes[0], lanes[1]),
+        )
+        return cast(dict[str, Any], msgspec.to_builtins(snap))
 
-    def _header(self, version: int) -> dict[str, Any]:
-        """The small part of a snapshot: everything but the known values and the lanes."""
-        out: dict[str, Any] = {
-            "version": version,
-            "base": None if self._codec is None else self._codec.base,
-            "properties": list(self._prop_names),
-            "next_batch": self._next_batch,
-            "counters": [
-                self._offered,
-                self._coalesced,
-                self._written,
-                self._forgotten,
-                self._parked,
+    def _counters(self) -> tuple[int, int, int, int, int]:
+        return (self._offered, self._coalesced, self._written, self._forgotten, self._parked)
+
+    def _damping_out(self) -> DampingSnapshot | None:
+        if self._damper is None:
+            return None
+        return DampingSnapshot(
+            penalties=[
+                (self._keys.email(key.encode()), penalty, at, held_since)
+                for key, penalty, at, held_since in self._damper.to_builtins()
             ],
-        }
-        if self._damper is not None:
-            out["damping"] = {
-                "penalties": [
-                    [self._keys.email(str(k).encode()), *rest]
-                    for k, *rest in self._damper.to_builtins()
-                ],
-                "held": [self._keys.email(k) for k in self._held],
-            }
-        return out
+            held=[self._keys.email(k) for k in self._held],
+        )
 
-    def _aside_to_front(self, lanes: list[dict[str, Any]]) -> dict[bytes, _Values]:
-        """Append the contacts in flight (resolved as `retry` would) and the held ones to the
-        fronts of `lanes` (each {"front_since", "front"}); returns the known values of the
-        contacts in flight as that retry leaves them."""
+    def _fronts(self) -> tuple[tuple[LaneFront, LaneFront], dict[bytes, _Values]]:
+        """Each lane's front as a snapshot holds it: the contacts retried, then those in flight
+        (resolved as `retry` would) and the held ones; and the known values of the contacts in
+        flight as that retry leaves them. It observes: nothing in the Coalescer changes."""
+        fronts: list[list[SnapshotContact]] = [
+            [(self._keys.email(k), self._decode(r)) for k, r in self._front[li].items()]
+            for li in (0, 1)
+        ]
+        since_of: list[float | None] = list(self._front_since)
+
+        def put(li: int, contact: SnapshotContact, at: float) -> None:
+            fronts[li].append(contact)
+            fs = since_of[li]
+            since_of[li] = at if fs is None else min(fs, at)
+
         known_after: dict[bytes, _Values] = {}
         for key, (_, li, record) in self._inflight.items():
             known_rec = self._known.get(key)
@@ -662,39 +770,32 @@ class Coalescer:
             for prop, _, _ in sent:
                 known.pop(prop, None)
             pending: _Values = {}
-            counted = self._coalesced
-            self._merge(known, pending, sent)
+            self._merge(known, pending, sent, count=False)
             lane_i, since = li, None
             held = self._blocked.get(key)
             if held is not None:
-                self._merge(known, pending, held[1])
+                self._merge(known, pending, held[1], count=False)
                 lane_i, since = min(li, held[0]), held[2]
-            self._coalesced = counted  # a snapshot observes, it does not count
             known_after[key] = known
             if pending:
-                lane = lanes[lane_i]
-                lane["front"].append(
-                    [self._keys.email(key), [[p, pos, v] for p, (pos, v) in pending.items()]]
-                )
+                entries = [(p, pos, v) for p, (pos, v) in pending.items()]
                 at = since if since is not None else self._clock.now()
-                fs = lane["front_since"]
-                lane["front_since"] = at if fs is None else min(fs, at)
+                put(lane_i, (self._keys.email(key), entries), at)
         # Held contacts are saved in front of their lane, and listed apart: a Coalescer
         # without damping (or older code) writes them, one with damping holds them again.
         for key, (li, record, since) in self._held.items():
-            lane = lanes[li]
-            lane["front"].append([self._keys.email(key), self._entries_out(record)])
-            fs = lane["front_since"]
-            lane["front_since"] = since if fs is None else min(fs, since)
-        return known_after
+            put(li, (self._keys.email(key), self._decode(record)), since)
+        lanes = (LaneFront(since_of[0], fronts[0]), LaneFront(since_of[1], fronts[1]))
+        return lanes, known_after
 
     def snapshot(self) -> bytes:
         """The state as one bytes object: `snapshot_pieces` framed as a msgpack array."""
         return msgspec.msgpack.encode(list(self.snapshot_pieces()))
 
     def snapshot_pieces(self, chunk: int = SNAPSHOT_CHUNK) -> Iterator[bytes]:
-        """The state at this moment (format version 2) as pieces to store in order: a header,
-        then the known values and the lanes' queues, `chunk` contacts per piece.
+        """The state at this moment (format version 2) as pieces to store in order: a
+        `SnapshotHeader`, then the known values and the lanes' queues, `chunk` contacts per
+        piece.
 
         The cut is taken now, in this call: shallow copies of the big dicts (their keys and
         records are immutable, so a copy is a frozen view; C speed, ~15-30 ns per contact) and
@@ -704,20 +805,18 @@ class Coalescer:
         """
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        lanes: list[dict[str, Any]] = [
-            {
-                "front_since": self._front_since[li],
-                "front": [
-                    [self._keys.email(k), self._entries_out(r)] for k, r in self._front[li].items()
-                ],
-            }
-            for li in (0, 1)
-        ]
-        known_after = self._aside_to_front(lanes)
-        header = self._header(_PIECES_VERSION)
-        header["lanes"] = lanes
-        header["known_extra"] = list(_known_extra(known_after, self._keys))
-        header["domains"] = self._keys.domains
+        fronts, known_after = self._fronts()
+        header = SnapshotHeader(
+            version=_PIECES_VERSION,
+            base=None if self._codec is None else self._codec.base,
+            properties=list(self._prop_names),
+            next_batch=self._next_batch,
+            counters=self._counters(),
+            damping=self._damping_out(),
+            lanes=fronts,
+            known_extra=list(_known_extra(known_after, self._keys)),
+            domains=self._keys.domains,
+        )
         # Dict copies, not lists of keys and records: half the time to make, but a list of a
         # million is a young container the next gc collections walk (~30 ms each, on this
         # loop), while a copy of a dict of bytes and ints is untracked like the original. Run
@@ -732,50 +831,37 @@ class Coalescer:
     @classmethod
     def from_builtins(
         cls,
-        data: dict[str, Any],
+        data: dict[str, Any] | SnapshotV1,
         clock: Clock | None = None,
         policy: FlushPolicy | None = None,
         *,
         resolution: float | None = None,
         damping: DampingPolicy | None = None,
     ) -> Coalescer:
-        """Restore `to_builtins` output; snapshots without damping state (older ones) load too."""
-        if data.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(
-                f"unknown Coalescer snapshot version {data.get('version')!r}; "
-                "rebuild the activation state from its log"
+        """Restore `to_builtins` output (version 1); snapshots without damping state (older
+        ones) load too. Raises `SnapshotVersionError` for another version, `ValueError` for a
+        map that is not a snapshot."""
+        if isinstance(data, SnapshotV1):
+            snap = data
+        else:
+            _check_version(
+                data.get("version") if isinstance(data, dict) else None, _SNAPSHOT_VERSION
             )
+            try:
+                snap = msgspec.convert(data, SnapshotV1)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"not a Coalescer snapshot (version 1): {exc}") from None
+        _check_version(snap.version, _SNAPSHOT_VERSION)
         self = cls(clock, policy, resolution=resolution, damping=damping)
-        if data["base"] is not None:
-            self._codec = RecordCodec(data["base"])
-        self._prop_names = list(data["properties"])
-        self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
-        for email, entries in data["known"]:
-            self._known[self._keys.key(email)] = self._encode_entries(self._entries_in(entries))
-        for li, lane in enumerate(data["lanes"]):
-            for email, entries in lane["front"]:
-                self._front[li][self._keys.key(email)] = self._encode_entries(
-                    self._entries_in(entries)
-                )
-            self._front_since[li] = lane["front_since"] if lane["front"] else None
-            for since, group in lane["queue"]:
+        self._restore_small(snap.base, snap.properties, snap.next_batch, snap.counters)
+        for email, entries in snap.known:
+            self._known[self._keys.key(email)] = self._encode_entries(entries)
+        for li, lane in enumerate(snap.lanes):
+            for since, group in lane.queue:
                 for email, entries in group:
-                    self._queue[li][self._keys.key(email)] = self._encode_entries(
-                        self._entries_in(entries)
-                    )
+                    self._queue[li][self._keys.key(email)] = self._encode_entries(entries)
                 self._runs[li].append([since, len(group)])
-            self._count[li] = len(self._front[li]) + len(self._queue[li])
-        self._next_batch = data["next_batch"]
-        (
-            self._offered,
-            self._coalesced,
-            self._written,
-            self._forgotten,
-            self._parked,
-        ) = data["counters"]
-        saved = data.get("damping")
-        if self._damper is not None and saved is not None:
-            self._restore_damping(saved)
+        self._restore_fronts(snap.lanes, snap.damping)
         return self
 
     @classmethod
@@ -803,21 +889,23 @@ class Coalescer:
         resolution: float | None = None,
         damping: DampingPolicy | None = None,
     ) -> Coalescer:
-        """Restore `snapshot_pieces` output (all of it, in order)."""
+        """Restore `snapshot_pieces` output (all of it, in order). Raises `SnapshotVersionError`
+        when the header is of another version (a newer hubsync's, say), `ValueError` when the
+        pieces are not a snapshot."""
         it = iter(pieces)
-        header = msgspec.msgpack.decode(next(it, b"\xc0"))
-        if not isinstance(header, dict) or header.get("version") != _PIECES_VERSION:
-            version = header.get("version") if isinstance(header, dict) else None
-            raise ValueError(
-                f"unknown Coalescer snapshot version {version!r}; "
-                "rebuild the activation state from its log"
-            )
+        first = next(it, b"\xc0")
+        try:
+            version = _version_decoder.decode(first).version
+        except msgspec.DecodeError:
+            version = None
+        _check_version(version, _PIECES_VERSION)
+        try:
+            header = _header_decoder.decode(first)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not a Coalescer snapshot header: {exc}") from None
         self = cls(clock, policy, resolution=resolution, damping=damping)
-        if header["base"] is not None:
-            self._codec = RecordCodec(header["base"])
-        self._keys = KeyCodec(header["domains"])
-        self._prop_names = list(header["properties"])
-        self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
+        self._restore_small(header.base, header.properties, header.next_batch, header.counters)
+        self._keys = KeyCodec(header.domains)
         for piece in it:
             section, li, runs, keys, records = _decode_piece(piece)
             if section == _KNOWN:
@@ -830,27 +918,43 @@ class Coalescer:
                     lane_runs[-1][1] += count  # one run split across two pieces
                 else:
                     lane_runs.append([since, count])
-        for email, entries in header["known_extra"]:
-            self._known[self._keys.key(email)] = self._encode_entries(self._entries_in(entries))
-        for li, lane in enumerate(header["lanes"]):
-            for email, entries in lane["front"]:
-                self._front[li][self._keys.key(email)] = self._encode_entries(
-                    self._entries_in(entries)
-                )
-            self._front_since[li] = lane["front_since"] if lane["front"] else None
-            self._count[li] = len(self._front[li]) + len(self._queue[li])
-        self._next_batch = header["next_batch"]
+        for email, entries in header.known_extra:
+            self._known[self._keys.key(email)] = self._encode_entries(entries)
+        self._restore_fronts(header.lanes, header.damping)
+        return self
+
+    def _restore_small(
+        self,
+        base: int | None,
+        properties: list[str | None],
+        next_batch: int,
+        counters: tuple[int, int, int, int, int],
+    ) -> None:
+        if base is not None:
+            self._codec = RecordCodec(base)
+        self._prop_names = list(properties)
+        self._prop_ids = {n: i for i, n in enumerate(self._prop_names) if n is not None}
+        self._next_batch = next_batch
         (
             self._offered,
             self._coalesced,
             self._written,
             self._forgotten,
             self._parked,
-        ) = header["counters"]
-        saved = header.get("damping")
+        ) = counters
+
+    def _restore_fronts(
+        self, lanes: Sequence[LaneFront | LaneV1], saved: DampingSnapshot | None
+    ) -> None:
+        """The lanes' fronts (after their queues), then the damping state, which holds again
+        the contacts it held."""
+        for li, lane in enumerate(lanes):
+            for email, entries in lane.front:
+                self._front[li][self._keys.key(email)] = self._encode_entries(entries)
+            self._front_since[li] = lane.front_since if lane.front else None
+            self._count[li] = len(self._front[li]) + len(self._queue[li])
         if self._damper is not None and saved is not None:
             self._restore_damping(saved)
-        return self
 
     # ------------------------------------------------------------------ internals
 
@@ -876,32 +980,32 @@ class Coalescer:
     def _encode(self, values: _Values) -> Record:
         return self._encode_entries([(p, pos, v) for p, (pos, v) in values.items()])
 
-    def _entries_out(self, record: Record) -> list[list[Any]]:
-        return [[p, pos, v] for p, pos, v in self._decode(record)]
-
-    @staticmethod
-    def _entries_in(entries: list[list[Any]]) -> list[Entry]:
-        return [(p, pos, v) for p, pos, v in entries]
-
     def _merge(
-        self, known: _Values, pending: _Values, entries: Iterable[Entry], *, force: bool = False
+        self,
+        known: _Values,
+        pending: _Values,
+        entries: Iterable[Entry],
+        *,
+        force: bool = False,
+        count: bool = True,
     ) -> tuple[bool, int, int]:
         """Fold `entries` into `pending` (in place). Returns whether `known` changed, the flips
         (a waiting value superseded by another value, or cancelled) and the changes (pending
-        values set or cancelled)."""
+        values set or cancelled). Values that will never be written add to the `coalesced`
+        count, unless `count` is false (a snapshot folds to observe, it does not count)."""
         known_changed = False
-        flips = changed = 0
+        flips = changed = coalesced = 0
         for prop, pos, value in entries:
             held = pending.get(prop)
             if held is not None and held[0] >= pos:
-                self._coalesced += 1  # older than (or the same as) what is pending
+                coalesced += 1  # older than (or the same as) what is pending
                 continue
             have = known.get(prop)
             if have is not None and (have[0] > pos or (have[0] == pos and not force)):
-                self._coalesced += 1  # older than what HubSpot is known to hold
+                coalesced += 1  # older than what HubSpot is known to hold
                 continue
             if held is not None:
-                self._coalesced += 1  # the pending value is superseded
+                coalesced += 1  # the pending value is superseded
                 if held[1] != value:
                     flips += 1
                     changed += 1
@@ -916,9 +1020,11 @@ class Coalescer:
                     del pending[prop]
                 else:
                     changed -= 1  # nothing was waiting: not a change
-                self._coalesced += 1
+                coalesced += 1
                 continue
             pending[prop] = (pos, value)
+        if count:
+            self._coalesced += coalesced
         return known_changed, flips, changed
 
     def _find(self, key: bytes) -> tuple[tuple[bool, int] | None, Record | None]:
@@ -1062,17 +1168,12 @@ class Coalescer:
             total += int(count)
         return total
 
-    def _restore_damping(self, saved: dict[str, Any]) -> None:
+    def _restore_damping(self, saved: DampingSnapshot) -> None:
         damper = self._damper
         assert damper is not None
-        damper.load(
-            [
-                [self._keys.key(str(email)).decode(), *rest]
-                for email, *rest in saved.get("penalties", [])
-            ]
-        )
+        damper.load([[self._keys.key(email).decode(), *rest] for email, *rest in saved.penalties])
         now = self._clock.now()
-        for email in saved.get("held", []):
+        for email in saved.held:
             key = self._keys.key(email)
             if not damper.held(key):
                 continue
@@ -1154,9 +1255,9 @@ def _decode_piece(
     return piece.section, piece.lane, piece.runs, piece.keys, piece.records
 
 
-def _known_extra(known_after: dict[bytes, _Values], keys: KeyCodec) -> Iterator[list[Any]]:
+def _known_extra(known_after: dict[bytes, _Values], keys: KeyCodec) -> Iterator[SnapshotContact]:
     return (
-        [keys.email(k), [[p, pos, v] for p, (pos, v) in values.items()]]
+        (keys.email(k), [(p, pos, v) for p, (pos, v) in values.items()])
         for k, values in known_after.items()
         if values
     )

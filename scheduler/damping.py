@@ -22,6 +22,7 @@ changes once is never held, only `settle` later than it would be otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -169,13 +170,14 @@ class Damper:
 
     # ------------------------------------------------------------------ snapshots
 
-    def to_builtins(self) -> list[list[object]]:
+    def to_builtins(self) -> list[tuple[str, float, float, float | None]]:
+        """Rows (key text, penalty, at, held since or None), for a snapshot."""
         return [
-            [key.decode(), penalty, at, None if math.isnan(held_since) else held_since]
+            (key.decode(), penalty, at, None if math.isnan(held_since) else held_since)
             for key, (penalty, at, held_since) in self._state.items()
         ]
 
-    def load(self, entries: list[list[Any]]) -> None:
+    def load(self, entries: Iterable[Sequence[Any]]) -> None:
         """Rows as ``to_builtins`` wrote them, decoded from a snapshot: [email, penalty, at,
         held_since or None]; float() checks each number as it goes in."""
         for email, penalty, at, held_since in entries:

@@ -20,6 +20,7 @@ from events.model import (
     Value,
     normalise_email,
 )
+from events.property_keys import attribute_key, audience_key
 from events.streams import ensure_partitions, partition_of
 from hubsync import views
 from hubsync.api import schemas as s
@@ -88,12 +89,12 @@ async def lookup_contact(ctx: Context, email: str, read_hubspot: bool) -> s.Cont
         for tid in attribute_ids
     ]
     expected: dict[str, str | None] = {
-        f"a:{aid}": "true" if member[aid] else None for aid in member
+        audience_key(aid): "true" if member[aid] else None for aid in member
     }
     for tid in attribute_ids:
         definition = cat.attributes.get(tid)
         value = values.get(tid)
-        expected[f"t:{tid}"] = (
+        expected[attribute_key(tid)] = (
             None
             if value is None or definition is None
             else format_value(definition.value_type, value, options=definition.options)
@@ -130,19 +131,19 @@ async def _contact_activation(
 ) -> s.ContactActivation:
     raw = await read_status(ctx.redis, ctx.keys, spec.activation_id)
     status = views.live_status(spec, raw, ctx.clock())
-    names: dict[str, str] = (raw or {}).get("properties") or {}
+    names = raw.properties if raw is not None else {}
     properties = [
         s.ContactProperty(key=key, property=names.get(key), cdp=expected.get(key))
         for key in sorted(spec.subscribes())
     ]
-    pending = (raw or {}).get("pending")
+    pending = raw.pending if raw is not None else None
     view = s.ContactActivation(
         id=spec.activation_id,
         name=spec.name,
         state=status["state"],
         properties=properties,
         pending=pending,
-        in_flight=(raw or {}).get("in_flight"),
+        in_flight=raw.in_flight if raw is not None else None,
         # The status counts pending contacts, it does not list them: only "none at all" is
         # known per contact, and only from a fresh status.
         contact_pending=False if pending == 0 and not status["stale"] else None,

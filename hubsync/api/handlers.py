@@ -312,7 +312,7 @@ async def verify(ctx: Context, request: Request) -> Response:
     body: s.VerifyRequest = await decode_body(request, s.VerifyRequest, optional=True)
     _, spec = await find_activation(ctx, request)
     status = await read_status(ctx.redis, ctx.keys, spec.activation_id)
-    if not status or not status.get("properties"):
+    if status is None or not status.properties:
         raise ApiProblem(
             409,
             "not_synced",

@@ -208,6 +208,7 @@ async def activation_view(
     ctx: Context, spec: ActivationSpec, notes: Sequence[str] = ()
 ) -> s.Activation:
     raw = await read_status(ctx.redis, ctx.keys, spec.activation_id)
+    budget = await views.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint)
     return s.Activation(
         id=spec.activation_id,
         name=spec.name,
@@ -222,7 +223,7 @@ async def activation_view(
         paused=spec.paused,
         pause_reason=spec.pause_reason,
         status=views.live_status(spec, raw, ctx.clock()),
-        budget=await views.read_governor_status(ctx.redis, ctx.keys, spec.token_fingerprint),
+        budget=None if budget is None else msgspec.to_builtins(budget),
         notes=list(notes),
     )
 

@@ -29,6 +29,7 @@ from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog as CatalogState
 from events.model import InvalidEvent, normalise_email
 from events.projections import Projections
+from events.property_keys import PropertyKey
 from events.streams import ensure_partitions
 from hubsync.api import schemas as s
 from hubsync.api.auth import SESSION_COOKIE
@@ -350,8 +351,8 @@ async def _properties_table(ctx: Context, view: s.Activation) -> str:
             if name
             else f'<code>{h(p["name"])}</code> <span class="muted">(not created yet)</span>'
         )
-        kind, ident = p["key"].split(":", 1)
-        what = "audience" if kind == "a" else "attribute"
+        key = PropertyKey.parse(p["key"])
+        ident, what = key.cdp_id, "audience" if key.is_audience else "attribute"
         rows.append(
             f"""<tr><td>{h(p["label"])}</td><td>{where}</td><td>{h(p["type"])} / {h(p["fieldType"])}</td>
 <td>{what} <span class="mono">{h(ident)}</span></td>

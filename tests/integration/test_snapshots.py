@@ -4,7 +4,9 @@ and an ActivationActor's state recovered from both formats."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,6 +14,8 @@ import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore, State
 from events.redis_backend import RedisStorage
+from actors.messages import Change, encode_changes
+from actors.router import INBOX_FIELD
 from events.snapshots import SnapshotError, SnapshotStore
 from events.streams import Keys, ensure_partitions
 from scheduler import Coalescer, FlushPolicy, Lane
@@ -94,3 +98,114 @@ async def test_an_activation_recovers_from_either_format_and_snapshots_in_pieces
     await again.recover()
     assert {e: again.coalescer.pending_values(e) for e in pending} == pending
     assert again.coalescer.snapshot() == core.coalescer.snapshot()
+
+
+FIXTURE = Path(__file__).parents[1] / "unit" / "fixtures" / "snapshot_v2.msgpack"
+
+
+def _no_governor(fingerprint: str) -> None:
+    raise AssertionError("recovery calls no governor")
+
+
+async def test_an_activation_recovers_a_snapshot_written_before_the_format_was_typed(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    """tests/unit/fixtures/snapshot_v2.msgpack: the pieces an ActivationActor wrote at commit
+    ba1daa3 (format 2, the Coalescer's header an untyped map), saved as that code saved them."""
+    await ensure_partitions(redis, keys, 1)
+    fixture = msgspec.msgpack.decode(FIXTURE.read_bytes())
+    await SnapshotStore(redis, keys).save_pieces(
+        "activation:a1",
+        fixture["pieces"],
+        {"inbox": 0},
+        parts_prefix=keys.activation_snapshot_parts("a1"),
+    )
+    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    await core.recover()
+    assert core.state.inbox_id == "1800000000000-5"
+    assert core.state.names == {"a:vip": "hs_aud", "t:ltv": "hs_ltv"}
+    assert core.state.backfills["a:vip"].loaded and core.state.counters.changes_in == 14
+    for email, values in fixture["expected"]["pending"].items():
+        assert core.coalescer.pending_values(email) == {p: tuple(v) for p, v in values.items()}
+
+
+async def _inbox_entry(redis: aioredis.Redis, keys: Keys) -> str:
+    change = Change("ada@example.com", "a:vip", "true", P0 + 5)
+    entry = await redis.xadd(keys.inbox("a1"), {INBOX_FIELD: encode_changes([change])})
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+async def _save_current(redis: aioredis.Redis, keys: Keys) -> None:
+    """A snapshot as this code writes it, covering nothing of the inbox yet."""
+    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    core.state.names["a:vip"] = "hs_aud"
+    core.coalescer.offer("bob@example.com", "hs_aud", "true", P0 + 1)
+    await core.checkpoint()
+
+
+async def _future_format(redis: aioredis.Redis, keys: Keys) -> None:
+    await _save_current(redis, keys)
+    snap = await SnapshotStore(redis, keys).load("activation:a1")
+    assert snap is not None
+    future = msgspec.structs.replace(snap, format=3)
+    await redis.set(keys.snapshot("activation:a1"), msgspec.msgpack.encode(future))
+
+
+async def _future_coalescer(redis: aioredis.Redis, keys: Keys) -> None:
+    store = SnapshotStore(redis, keys)
+    await _save_current(redis, keys)
+    snap = await store.load("activation:a1")
+    assert snap is not None
+    pieces = await store.pieces(snap)
+    header = msgspec.msgpack.decode(pieces[1])
+    header["version"] = 3
+    await store.save_pieces(
+        "activation:a1",
+        [pieces[0], msgspec.msgpack.encode(header), *pieces[2:]],
+        {"inbox": 0},
+        parts_prefix=keys.activation_snapshot_parts("a1"),
+    )
+
+
+async def _pieces_gone(redis: aioredis.Redis, keys: Keys) -> None:
+    await _save_current(redis, keys)
+    snap = await SnapshotStore(redis, keys).load("activation:a1")
+    assert snap is not None
+    await redis.delete(snap.parts)
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [
+        (_future_format, "unknown snapshot format 3"),
+        (_future_coalescer, "unknown Coalescer snapshot version 3"),
+        (_pieces_gone, "0 of its 3 pieces"),
+    ],
+)
+async def test_a_snapshot_that_does_not_load_is_rebuilt_from_the_inbox_never_retried_forever(
+    redis: aioredis.Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+    spoil: Callable[[aioredis.Redis, Keys], Awaitable[None]],
+    why: str,
+) -> None:
+    await ensure_partitions(redis, keys, 1)
+    await spoil(redis, keys)
+    entry = await _inbox_entry(redis, keys)
+    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="hubsync.activation"):
+        await core.recover()  # returns: no retry loop
+    assert "activation a1: its snapshot does not load (" in caplog.text and why in caplog.text
+    assert "rebuilding its state from the inbox and the projections" in caplog.text
+    # Rebuilt: nothing of the snapshot, the whole inbox replayed (the projections are read by
+    # the backfills the next reconcile starts, every property's backfill being unknown now).
+    assert core.state.names == {} and core.state.backfills == {}
+    assert core.state.inbox_id == entry and core.state.counters.changes_in == 1
+    assert core.coalescer.pending_values("bob@example.com") == {}
+    # and the next checkpoint replaces the snapshot with one this code reads
+    await core.checkpoint()
+    again = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hubsync.activation"):
+        await again.recover()
+    assert "does not load" not in caplog.text and again.state.inbox_id == entry

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from actors.status import ActivationState, ActivationStatus
 from events.activations import ActivationSpec
 from hubsync.api.auth import Authenticator, load_or_create_api_key
 from hubsync.api.protocol import field_of
@@ -97,8 +98,8 @@ def _spec(paused: bool = False) -> ActivationSpec:
 
 def test_the_state_a_reader_sees_is_computed_from_the_control_stream_and_the_status_age() -> None:
     now = 1_000.0
-    fresh = {"state": "running", "pending": 3, "updated_at": now - 1}
-    old = {**fresh, "updated_at": now - STALE_AFTER_S - 1}
+    fresh = ActivationStatus(state=ActivationState.RUNNING, pending=3, updated_at=now - 1)
+    old = msgspec.structs.replace(fresh, updated_at=now - STALE_AFTER_S - 1)
     assert live_status(_spec(), None, now) == {
         "state": "starting",
         "stale": False,

@@ -174,16 +174,15 @@ async def test_the_daily_limit_from_the_headers_holds_calls_until_midnight_and_s
     for i in range(3):
         await r.upsert(prefix=f"day{i}-")
     status = r.core.status()
-    assert status["daily_left"] == 0
+    assert status.daily_left == 0
     assert (
-        status["waiting_for"]
-        == "waiting for HubSpot's daily limit to reset at 2026-11-28T00:00:00Z"
+        status.waiting_for == "waiting for HubSpot's daily limit to reset at 2026-11-28T00:00:00Z"
     )
     assert [o.status for o in await r.upsert(prefix="tomorrow")] == ["created"]
     log = r.log()
     assert len(log) == 4 and all(s == "200" for _, _, s in log)  # not one 429: the headers said it
     assert log[-1][0] >= BEFORE_MIDNIGHT + 60
-    assert r.core.status()["waiting_for"] is None
+    assert r.core.status().waiting_for is None
 
 
 async def test_a_daily_429_waits_for_the_reset_instead_of_retrying(rig: Any) -> None:

@@ -9,11 +9,13 @@ import re
 from importlib.resources import files
 from typing import Any
 
+import msgspec
 import pytest
 
 import actors.metrics as metrics_module
 from actors.metrics import HISTOGRAMS, METRICS, metric_names
 from actors.shells import describe_activation, describe_governor
+from actors.status import ActivationState, ActivationStatus, BackfillProgress, GovernorStatus
 from crm.tokens import token_fingerprint
 from tests.unit.test_governor_refusals import Rig
 
@@ -96,32 +98,40 @@ async def test_a_429_counts_in_hubsync_hubspot_429_and_calls_are_tagged_by_token
 
 
 def test_an_activation_repr_says_name_state_pending_and_backfill() -> None:
-    status = {
-        "state": "running",
-        "pending": 1234,
-        "backfills": {"a:vip": {"done": 300, "total": 1000}, "t:ltv": {"done": 100, "total": 1000}},
-    }
+    status = ActivationStatus(
+        state=ActivationState.RUNNING,
+        pending=1234,
+        backfills={
+            "a:vip": BackfillProgress(done=300, total=1000, eta_s=None),
+            "t:ltv": BackfillProgress(done=100, total=1000, eta_s=None),
+        },
+    )
     text = describe_activation("eu1", "EU marketing", status)
     assert text == (
         "ActivationActor(eu1 'EU marketing': running, 1,234 pending, backfill 400/2,000 (20%))"
     )
-    assert describe_activation("eu1", None, {}) == "ActivationActor(eu1: starting, 0 pending)"
+    assert (
+        describe_activation("eu1", None, ActivationStatus())
+        == "ActivationActor(eu1: starting, 0 pending)"
+    )
 
 
 def test_a_governor_repr_says_calls_in_the_window_and_budget_left_never_the_token() -> None:
     fingerprint = token_fingerprint(TOKEN)
-    status = {
-        "fingerprint": fingerprint,
-        "window_limit": 100,
-        "window_left": 63,
-        "daily_limit": 250_000,
-        "daily_left": 249_000,
-        "waiting_for": None,
-    }
+    status = GovernorStatus(
+        fingerprint=fingerprint,
+        window_limit=100,
+        window_left=63,
+        daily_limit=250_000,
+        daily_left=249_000,
+        waiting_for=None,
+    )
     text = describe_governor(status)
     assert text == (
         f"RateGovernor(token {fingerprint}: 37/100 calls in the 10 s window; "
         "249,000 of 250,000 left today)"
     )
-    blocked = describe_governor({**status, "waiting_for": "HubSpot refused a call (429)"})
+    blocked = describe_governor(
+        msgspec.structs.replace(status, waiting_for="HubSpot refused a call (429)")
+    )
     assert blocked.endswith("HubSpot refused a call (429))") and TOKEN not in blocked

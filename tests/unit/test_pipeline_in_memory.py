@@ -68,7 +68,7 @@ async def test_a_change_goes_from_its_stream_to_hubspot(world: World) -> None:
     assert world.value("bob@example.com", VIP) == "false"  # an enter then a leave ends "false"
     assert world.hubspot.dump_properties()  # the schema was made before any value went out
     status = core.status()
-    assert (status["state"], status["pending"], status["written"]) == ("running", 0, 2)
+    assert (status.state, status.pending, status.written) == ("running", 0, 2)
     assert await world.storage.changes.backlog(0, "routers") == 0
 
 
@@ -83,7 +83,7 @@ async def test_members_before_the_activation_existed_are_backfilled(world: World
     await world.sync(late)
     assert late.state.backfills["a:vip"].loaded and late.state.backfills["a:vip"].total == 250
     assert sum(1 for p in world.contacts().values() if p.get(VIP) == "true") == 250
-    assert late.status()["backfills"]["a:vip"]["done"] == 250
+    assert late.status().backfills["a:vip"].done == 250
 
 
 async def test_a_restart_resumes_from_the_snapshot_and_the_inbox_after_it(world: World) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -13,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scheduler._records
+from actors.activation import State
 from scheduler import Coalescer, DampingPolicy, FakeClock, FlushPolicy, Lane
 from scheduler._records import KeyCodec
+from scheduler.coalescer import LaneFront, SnapshotHeader, SnapshotV1, SnapshotVersionError
 
 T0 = 1_800_000_000.0
 P0 = int(T0 * 1000) << 20
@@ -224,3 +227,99 @@ def test_the_cut_leaves_no_large_container_for_the_garbage_collector_to_walk() -
     ]
     assert young == []
     assert Coalescer.from_pieces(pieces, clock, POLICY).snapshot() == c.snapshot()
+
+
+# ----------------------------------------------------------------- the typed format, versioned
+
+FIXTURE = Path(__file__).with_name("fixtures") / "snapshot_v2.msgpack"
+FIXTURE_DAMPING = DampingPolicy(half_life=60.0, max_hold=300.0)  # as fixtures/make_snapshot_v2.py
+
+
+def test_a_snapshot_written_before_the_format_was_typed_loads_as_it_was() -> None:
+    """fixtures/snapshot_v2.msgpack: an ActivationActor's pieces as commit ba1daa3 wrote them
+    (the state, then the Coalescer's untyped header and pieces), with what they held."""
+    fixture = msgspec.msgpack.decode(FIXTURE.read_bytes())
+    expected = fixture["expected"]
+    clock = FakeClock(expected["now"])
+    restored = Coalescer.from_pieces(
+        fixture["pieces"][1:],
+        clock,
+        FlushPolicy(batch_size=2, linger=0.25),
+        damping=FIXTURE_DAMPING,
+    )
+    for email, values in expected["pending"].items():
+        assert restored.pending_values(email) == {p: tuple(v) for p, v in values.items()}, email
+    for email, known in expected["known"].items():
+        assert restored.known_value(email, "hs_aud") == (None if known is None else tuple(known))
+    assert msgspec.to_builtins(restored.stats()) == expected["stats"]
+    assert restored.held() == expected["held"] == 1
+    assert restored.in_flight() == 0 and restored.pending_values("dee@example.com") != {}
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(restored.to_builtins())) == expected["v1"]
+    assert restored.snapshot() == expected["snapshot"]  # and written again byte for byte
+    # the header reads as the typed Struct, and is written back as the same map
+    old_header = fixture["pieces"][1]
+    typed = msgspec.msgpack.decode(old_header, type=SnapshotHeader)
+    assert (
+        typed.version == 2
+        and typed.damping is not None
+        and typed.damping.held == ["flap@example.com"]
+    )
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(typed)) == msgspec.msgpack.decode(
+        old_header
+    )
+    # and the state before the Coalescer's pieces is the activation's, unchanged
+    state = msgspec.msgpack.decode(fixture["pieces"][0], type=State)
+    assert state.inbox_id == "1800000000000-5" and state.names["a:vip"] == "hs_aud"
+
+
+def test_the_header_is_a_versioned_struct_that_round_trips() -> None:
+    clock = FakeClock(T0)
+    c = Coalescer(clock, POLICY, damping=DampingPolicy())
+    c.offer("ada@example.com", "aud", "true", P0 + 1)
+    c.offer("bob@example.com", "ltv", "12", P0 + 2, Lane.BACKFILL)
+    pieces = list(c.snapshot_pieces())
+    header = msgspec.msgpack.decode(pieces[0], type=SnapshotHeader)
+    assert header.version == 2 and header.properties == ["aud", "ltv"]
+    assert header.lanes == (LaneFront(None, []), LaneFront(None, []))
+    assert msgspec.msgpack.encode(header) == pieces[0]
+    without = Coalescer(clock, POLICY).snapshot_pieces().__next__()
+    assert "damping" not in msgspec.msgpack.decode(without)  # absent, as before, not null
+    v1 = msgspec.convert(c.to_builtins(), SnapshotV1)
+    assert v1.version == 1 and Coalescer.from_builtins(v1, clock, POLICY).snapshot() == (
+        Coalescer.from_builtins(c.to_builtins(), clock, POLICY).snapshot()
+    )
+
+
+@pytest.mark.parametrize("version", [3, 99, "2", None])
+def test_a_snapshot_of_an_unknown_version_is_refused_saying_so(version: object) -> None:
+    header = msgspec.msgpack.decode(next(Coalescer(FakeClock(T0)).snapshot_pieces()))
+    header["version"] = version
+    with pytest.raises(SnapshotVersionError, match=f"version {version!r}.*rebuild") as caught:
+        Coalescer.from_pieces([msgspec.msgpack.encode(header)])
+    assert caught.value.version == version
+    with pytest.raises(SnapshotVersionError):
+        Coalescer.from_builtins({**Coalescer(FakeClock(T0)).to_builtins(), "version": version})
+
+
+def test_a_header_of_the_right_version_but_the_wrong_shape_is_a_clear_error() -> None:
+    header = msgspec.msgpack.decode(next(Coalescer(FakeClock(T0)).snapshot_pieces()))
+    header["counters"] = "many"
+    with pytest.raises(ValueError, match=r"not a Coalescer snapshot header.*counters"):
+        Coalescer.from_pieces([msgspec.msgpack.encode(header)])
+
+
+def test_a_snapshot_observes_it_changes_no_count() -> None:
+    """Contacts in flight are saved as a retry would leave them; folding them used to count
+    and then restore the count: now it never counts."""
+    clock = FakeClock(T0)
+    c = Coalescer(clock, POLICY)
+    c.offer("ada@example.com", "aud", "true", P0 + 1)
+    c.offer("bob@example.com", "aud", "true", P0 + 2)
+    batch = c.take(force=True)
+    assert batch is not None
+    c.offer("ada@example.com", "aud", "true", P0 + 1)  # a duplicate, waiting aside
+    c.offer("ada@example.com", "aud", "false", P0 + 3)
+    before = c.stats()
+    list(c.snapshot_pieces())
+    c.to_builtins()
+    assert c.stats() == before

@@ -92,7 +92,7 @@ async def test_a_stored_bad_token_never_reaches_a_status_a_log_or_an_error(
     published = await storage.status.get(Keys("unit").governor_status(core.fingerprint)) or b""
     status = core.status()
     await core.aclose()
-    assert "position" in str(caught.value) and "position" in (status["problem"] or "")
+    assert "position" in str(caught.value) and "position" in (status.problem or "")
     for text in (
         str(caught.value),
         repr(caught.value),
