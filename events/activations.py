@@ -45,8 +45,8 @@ from events.model import (
     encode,
 )
 from events.ports import EventStream
-from events.redis_backend import RedisEventStream
 from events.property_keys import attribute_key, audience_key
+from events.redis_backend import RedisEventStream
 from events.secrets import Sealer, SecretError, is_legacy
 from events.streams import EVENT_FIELD, Keys, position
 

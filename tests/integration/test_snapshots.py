@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore, State
-from events.redis_backend import RedisStorage
 from actors.messages import Change, encode_changes
 from actors.router import INBOX_FIELD
+from events.redis_backend import RedisStorage
 from events.snapshots import SnapshotError, SnapshotStore
 from events.streams import Keys, ensure_partitions
 from scheduler import Coalescer, FlushPolicy, Lane
