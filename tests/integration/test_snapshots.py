@@ -120,7 +120,7 @@ async def test_an_activation_recovers_a_snapshot_written_before_the_format_was_t
         {"inbox": 0},
         parts_prefix=keys.activation_snapshot_parts("a1"),
     )
-    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    core = ActivationCore(RedisStorage(redis, keys), "a1", _no_governor)  # type: ignore[arg-type]
     await core.recover()
     assert core.state.inbox_id == "1800000000000-5"
     assert core.state.names == {"a:vip": "hs_aud", "t:ltv": "hs_ltv"}
@@ -137,7 +137,7 @@ async def _inbox_entry(redis: aioredis.Redis, keys: Keys) -> str:
 
 async def _save_current(redis: aioredis.Redis, keys: Keys) -> None:
     """A snapshot as this code writes it, covering nothing of the inbox yet."""
-    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    core = ActivationCore(RedisStorage(redis, keys), "a1", _no_governor)  # type: ignore[arg-type]
     core.state.names["a:vip"] = "hs_aud"
     core.coalescer.offer("bob@example.com", "hs_aud", "true", P0 + 1)
     await core.checkpoint()
@@ -192,7 +192,7 @@ async def test_a_snapshot_that_does_not_load_is_rebuilt_from_the_inbox_never_ret
     await ensure_partitions(redis, keys, 1)
     await spoil(redis, keys)
     entry = await _inbox_entry(redis, keys)
-    core = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    core = ActivationCore(RedisStorage(redis, keys), "a1", _no_governor)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="hubsync.activation"):
         await core.recover()  # returns: no retry loop
     assert "activation a1: its snapshot does not load (" in caplog.text and why in caplog.text
@@ -204,7 +204,7 @@ async def test_a_snapshot_that_does_not_load_is_rebuilt_from_the_inbox_never_ret
     assert core.coalescer.pending_values("bob@example.com") == {}
     # and the next checkpoint replaces the snapshot with one this code reads
     await core.checkpoint()
-    again = ActivationCore(redis, keys, "a1", _no_governor)  # type: ignore[arg-type]
+    again = ActivationCore(RedisStorage(redis, keys), "a1", _no_governor)  # type: ignore[arg-type]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hubsync.activation"):
         await again.recover()
