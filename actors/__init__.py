@@ -15,4 +15,4 @@ without the CLI extra. A process that imported httpx before this package keeps i
 import sys
 
 if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
