@@ -12,8 +12,8 @@ Figures:
   ActivationActor + one RateGovernor (goal <= 110 MiB);
 - what an actor process imported (``sys.modules`` asked of one live actor of each kind): none may
   load the CLI, the web framework, the console, the emulator or terminal rendering;
-- the p99 latency of a trickle to every tenant once the backfills are done (``--trickle`` changes
-  per tenant, each a new contact entering the tenant's audience, from its XADD to the emulator's
+- the p99 latency of a trickle to every tenant once the backfills are done and ``--settle-s``
+  passed (``--trickle`` changes per tenant, each a new contact entering the tenant's audience, from its XADD to the emulator's
   write);
 - what the tenants cost the shared parts as N grows: the CPU each process kind uses over an idle
   window (the Supervisor reconciles every second: it lists the named actors), the Routers' CPU per
@@ -44,7 +44,6 @@ from events.model import AudienceDefined, AudienceEntered
 
 GOAL_USS_PER_TENANT_MIB = 110.0
 GOAL_P99 = 2.0
-IDLE_WINDOW_S = 10.0
 MIB = 2**20
 
 # What no actor process may load (the unit test tests/unit/test_actor_imports.py pins the same
@@ -136,6 +135,8 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         backfilled_all = max(created[i] + last for i, (_, last) in enumerate(per_tenant))
         h.log(f"all backfilled {backfilled_all - created_at:.1f}s after the creations")
 
+        # Let the last worker processes finish starting: the trickle measures live tenants.
+        await asyncio.sleep(args.settle_s)
         pids = await _actor_pids(namespace)
         routers = {k: p for k, p in pids.items() if k.startswith("router:")}
         cpu_before = {k: h.cpu_seconds(p) for k, p in pids.items()}
@@ -167,9 +168,9 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
             else:
                 latencies.append(written - h.xadd_seconds(stream_id))
 
-        h.log(f"idle window of {IDLE_WINDOW_S:g}s: CPU per process kind")
+        h.log(f"idle window of {args.idle_s:g}s: CPU per process kind")
         cpu0 = {k: h.cpu_seconds(p) for k, p in pids.items()}
-        await asyncio.sleep(IDLE_WINDOW_S)
+        await asyncio.sleep(args.idle_s)
         idle_cpu = {k: h.cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
 
         h.log("memory of every process; modules of one actor of each kind")
@@ -215,16 +216,18 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         "memory": memory,
         "uss_mib_per_tenant": round(per_tenant_uss, 1) if per_tenant_uss else None,
         "modules": modules,
-        "idle_cpu_share": _by_kind_cpu(idle_cpu, IDLE_WINDOW_S),
+        "idle_s": args.idle_s,
+        "settle_s": args.settle_s,
+        "idle_cpu_share": _by_kind_cpu(idle_cpu, args.idle_s),
         "idle_cpu_share_per_actor": {
             kind: round(share / sum(1 for x in pids if _kind(x) == kind), 4)
-            for kind, share in _by_kind_cpu(idle_cpu, IDLE_WINDOW_S).items()
+            for kind, share in _by_kind_cpu(idle_cpu, args.idle_s).items()
         },
         # the Routers' CPU while the trickle ran, less what they use idle over as long
         "router_cpu_us_per_trickle_change": round(
             (
                 sum(cpu_trickle.values())
-                - _by_kind_cpu(idle_cpu, IDLE_WINDOW_S).get("router", 0.0) * trickle_s
+                - _by_kind_cpu(idle_cpu, args.idle_s).get("router", 0.0) * trickle_s
             )
             / routed
             * 1e6,
@@ -434,7 +437,7 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
         (
             "idle CPU (share of a core)",
             ", ".join(f"{k} {v:.3f}" for k, v in r["idle_cpu_share"].items()),
-            f"over {IDLE_WINDOW_S:g} s; per actor: "
+            f"over {r['idle_s']:g} s; per actor: "
             + ", ".join(f"{k} {v:.4f}" for k, v in r["idle_cpu_share_per_actor"].items()),
         ),
         ("Routers' CPU per trickle change", f"{r['router_cpu_us_per_trickle_change']} us", ""),
@@ -457,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=300, help="audience members per tenant")
     parser.add_argument("--trickle", type=int, default=4, help="changes per tenant after backfill")
     parser.add_argument("--rate", type=float, default=40.0, help="trickle changes per second")
+    parser.add_argument(
+        "--settle-s", type=float, default=15.0, help="pause between the backfills and the trickle"
+    )
+    parser.add_argument(
+        "--idle-s", type=float, default=10.0, help="idle window measuring each kind's CPU"
+    )
     h.add_common(parser)
     args = parser.parse_args(argv)
     result = h.run_scenario(scenario, args, emulator_args=("--plan", "starter"))
