@@ -46,8 +46,9 @@ GOAL_USS_PER_TENANT_MIB = 110.0
 GOAL_P99 = 2.0
 MIB = 2**20
 
-# What no actor process may load (the unit test tests/unit/test_actor_imports.py pins the same
-# for a bare ``import actors.shells``). Ray's worker imports starlette and pydantic by itself
+# What no actor process may load; nor, but the RateGovernor (which opens its token), cryptography's
+# OpenSSL bindings. tests/unit/test_actor_imports.py pins the same for a bare ``import
+# actors.shells``. Ray's worker imports starlette and pydantic by itself
 # when they are installed (to register serializers), so they are not ours to cut and not listed.
 FORBIDDEN = ("click", "rich", "pygments", "uvicorn", "hubsync", "bench", "crm.emulator")
 
@@ -349,9 +350,10 @@ async def _modules(namespace: str, pids: dict[str, int]) -> dict[str, Any]:
         loaded: list[str] = await handle.__ray_call__.remote(
             lambda self: sorted(__import__("sys").modules)
         )
-        bad = [x for x in loaded if any(x == f or x.startswith(f + ".") for f in FORBIDDEN)]
-        if kind != "governor":  # only the governor opens a token
-            bad += [x for x in loaded if x.startswith("cryptography.hazmat")][:1]
+        forbidden = FORBIDDEN if kind == "governor" else (*FORBIDDEN, "cryptography.hazmat")
+        bad = [  # the forbidden packages found, not each of their modules
+            f for f in forbidden if any(x == f or x.startswith(f + ".") for x in loaded)
+        ]
         out[kind] = {"modules": len(loaded), "forbidden": bad}
     return out
 
