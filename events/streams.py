@@ -265,7 +265,10 @@ def _entry(stream: str, raw_id: bytes | str, fields: Mapping[bytes, bytes]) -> E
     """An Entry for a row read from Redis; never raises, whatever the row holds."""
     text = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
     raw = fields.get(EVENT_FIELD)
-    size = sum(len(k) + len(v) for k, v in fields.items())
+    if raw is not None and len(fields) == 1:  # the common entry: one field, no loop needed
+        size = len(EVENT_FIELD) + len(raw)
+    else:
+        size = sum(len(k) + len(v) for k, v in fields.items())
     try:
         return Entry(stream, text, position(text), raw, size)
     except ValueError as exc:  # an explicit id whose sequence does not fit SEQ_BITS
