@@ -175,7 +175,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         idle_cpu = {k: h.cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
 
         h.log("memory of every process; modules of one actor of each kind")
-        memory = _memory(pids, stack)
+        memory = _memory(pids)
         modules = await _modules(namespace, pids)
         reconcile = await _reconcile_times(stack, redis)
     finally:
@@ -294,7 +294,7 @@ def _other_kind(proc: psutil.Process) -> str:
     return f"other: {name}"
 
 
-def _memory(pids: dict[str, int], stack: h.BenchStack) -> dict[str, Any]:
+def _memory(pids: dict[str, int]) -> dict[str, Any]:
     """RSS and USS per process kind, and in total, over this bench's process tree."""
     gc.collect()
     kind_of = {p: _kind(x) for x, p in pids.items()}
