@@ -9,12 +9,11 @@ It keeps HubSpot in step for one activation:
 - senders form batches of up to 100 contacts just in time (after the RateGovernor grants a call)
   and submit them through the governor; outcomes are recorded (written, parked with HubSpot's
   reason, or put back to retry);
-- a control loop folds the control and catalog streams: it ensures the property group and
-  properties exist, backfills audiences and attributes when they are added (from the
-  projections, on the backfill lane), archives properties whose audience or attribute the CDP
-  deleted, re-creates them when the CDP defines them again, re-ensures a redefined property, and
-  follows pause/resume. Each step, and each property within a step, fails alone: one property
-  HubSpot refuses is a problem in the status (retried later), never a skipped checkpoint;
+- a housekeeping loop runs the control half (actors/activation_control.py: the property group
+  and properties, backfills, archives, pause/resume, folded from the control and catalog
+  streams), checkpoints and publishes the status. Each step, and each property within a step,
+  fails alone: one property HubSpot refuses is a problem in the status (retried later), never a
+  skipped checkpoint;
 - state is the latest snapshot + the inbox after it, so a restart (Ray reruns the constructor)
   resumes exactly: nothing lost, nothing reordered (positions decide, not arrival).
 """
@@ -27,46 +26,27 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
-from actors.governor import (
-    GRANT_INTERVAL_S,
-    CallFailed,
-    CallRefused,
-    Outcome,
-    TokenRejected,
-    WriteReport,
-)
+from actors.activation_control import ActivationControl, Backfill, Counters, State
+from actors.governor import GRANT_INTERVAL_S
+from actors.governor_port import CallFailed, CallRefused, GovernorPort, TokenRejected
 from actors.loops import forever
-from actors.messages import Change, decode_changes
-from actors.router import INBOX_FIELD
+from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, decode_changes
 from crm.plans import BATCH_SIZE, PLANS
 from crm.properties import (
     PropertySpec,
-    ValueFormatError,
-    attribute_property,
-    audience_property,
-    format_value,
 )
 from events.activations import Activations, ActivationSpec
 from events.catalog import Catalog
-from events.projections import Projections
-from events.snapshots import SnapshotStore
-from events.streams import (
-    SEQ_BITS,
-    DeadLetter,
-    DeadLetters,
-    Keys,
-    ensure_partitions,
-    read_after,
-    read_rows,
-)
-from scheduler import Batch, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
+from events.ports import Storage
+from events.streams import SEQ_BITS, DeadLetter
+from scheduler import Batch, Clock, Coalescer, DampingPolicy, FlushPolicy, Lane, SystemClock
+from scheduler.dispatch import Permit
 
-__all__ = ["ActivationCore", "GovernorPort"]
+__all__ = ["ActivationCore", "Backfill", "Counters", "State"]
 
 log = logging.getLogger("hubsync.activation")
 
@@ -75,88 +55,36 @@ SNAPSHOT_EVERY = 5.0  # seconds between snapshots when something changed
 ID_CACHE_LIMIT = 1_000_000
 INBOX_PAGE = 100  # inbox entries read at once (each: one router step's changes, up to 2000)
 INBOX_BLOCK_MS = 1000  # how long one inbox read waits for new entries
-PROBLEM_RETRY = 60.0  # seconds before a property with a problem is tried again
-
-
-class GovernorPort(Protocol):
-    """What an activation asks of its token's RateGovernor (a Ray actor handle in production)."""
-
-    async def turn(self, activation_id: str, lane: str) -> None: ...
-    async def release(self, activation_id: str) -> None: ...
-    async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport: ...
-    async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport: ...
-    async def read_ids(
-        self, activation_id: str, lane: str, emails: list[str]
-    ) -> dict[str, str]: ...
-    async def ensure_schema(
-        self, activation_id: str, specs: list[PropertySpec]
-    ) -> dict[str, str]: ...
-    async def archive(self, activation_id: str, name: str) -> bool: ...
-
-
-class Backfill(msgspec.Struct):
-    added_at: int  # position of the control event that asked for it
-    total: int = 0
-    loaded: bool = False
-    started_at: float = 0.0
-    finished_at: float | None = None
-
-
-class Counters(msgspec.Struct):
-    changes_in: int = 0
-    written: int = 0
-    created: int = 0
-    parked: int = 0
-    not_in_hubspot: int = 0
-    calls: int = 0
-    day: str = ""
-    written_today: int = 0
-
-
-class State(msgspec.Struct):
-    """What a snapshot holds besides the Coalescer."""
-
-    names: dict[str, str] = {}  # property key (a:<id> / t:<id>) -> HubSpot internal name
-    backfills: dict[str, Backfill] = {}
-    archived: list[str] = []  # keys whose HubSpot property was archived after a CDP deletion
-    retired: list[str] = []  # names archived in HubSpot: a key defined again gets a new name
-    counters: Counters = msgspec.field(default_factory=Counters)
-    inbox_id: str = "0-0"
-    resynced_at: int = 0  # the resync_requested position last carried out
-    coalescer: bytes = b""
 
 
 _encode_state = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(State).decode
 
 
-class ActivationCore:
+class ActivationCore(ActivationControl):
+    """The data path of one activation (its control half: actors/activation_control.py)."""
+
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         activation_id: str,
         governor: Callable[[str], GovernorPort],
         *,
         linger: float = 0.25,
         damping: DampingPolicy | None = None,
-        clock: SystemClock | None = None,
+        clock: Clock | None = None,
         on_written: Callable[[int, float | None], None] | None = None,
     ) -> None:
         self.activation_id = activation_id
-        self._redis = redis
-        self._keys = keys
+        self._storage = storage
+        self._keys = storage.keys
         self._governor_for = governor
-        self._clock = clock or SystemClock()
+        self._clock: Clock = clock or SystemClock()
         self._policy = FlushPolicy(linger=linger)
         self._damping = damping
-        self._snapshots = SnapshotStore(redis, keys)
-        self._dead = DeadLetters(redis, keys)
-        self._projections = Projections(redis, keys)
+        self._snapshots = storage.snapshots
+        self._dead = storage.dead
+        self._projections = storage.projections
         self._activations = Activations()
         self._catalog = Catalog()
         self._on_written = on_written
@@ -184,7 +112,7 @@ class ActivationCore:
         self._partitions = 0
         # When (wall clock) this actor passed each step from its start to its first backfill
         # loaded: `bench backfill` splits the time from creation to the first write with it.
-        self.timeline: dict[str, float] = {"started": time.time()}
+        self.timeline: dict[str, float] = {"started": self._clock.now()}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -250,14 +178,13 @@ class ActivationCore:
                     self.state.coalescer, self._clock, self._policy, damping=self._damping
                 )
                 self.state.coalescer = b""
-        self._partitions = await ensure_partitions(self._redis, self._keys)
+        self._partitions = await self._storage.config.partitions()
         # The catalog and the subscriptions first: a replayed change needs them to find its
         # property, and one offered before them would be dropped.
         await self.refresh()
         replayed = 0
-        inbox = self._keys.inbox(self.activation_id)
-        async for entry_id, payload in read_after(
-            self._redis, inbox, self.state.inbox_id, field=INBOX_FIELD
+        async for entry_id, payload in self._storage.inboxes.read_after(
+            self.activation_id, self.state.inbox_id
         ):
             await self._take(entry_id, payload)
             replayed += 1
@@ -277,7 +204,7 @@ class ActivationCore:
         pieces are encoded and written one at a time with this loop running between them, so
         a large snapshot delays nothing by more than a piece (~10,000 contacts)."""
         async with self._checkpoint_lock:
-            started = time.monotonic()
+            started = self._clock.now()
             covered = self.state.inbox_id
             pieces = itertools.chain([_encode_state(self.state)], self.coalescer.snapshot_pieces())
             self._dirty = False  # what changes from now on is for the next snapshot
@@ -287,17 +214,15 @@ class ActivationCore:
                     pieces,
                     {"inbox": 0},
                     parts_prefix=self._keys.activation_snapshot_parts(self.activation_id),
+                    saved_at=started,
                 )
                 del pieces
-                # Exactly (not ~): once a checkpoint a few seconds, cheap, and the bound is plain.
-                await self._redis.xtrim(
-                    self._keys.inbox(self.activation_id), minid=covered, approximate=False
-                )
+                await self._storage.inboxes.trim(self.activation_id, covered)
             except BaseException:
                 self._dirty = True
                 raise
             _return_freed_memory()
-            self._snapshot_cost = time.monotonic() - started
+            self._snapshot_cost = self._clock.now() - started
             self._snapshot_at = self._clock.now()
 
     # --- intake ---------------------------------------------------------------------------------
@@ -305,15 +230,12 @@ class ActivationCore:
     async def _read_inbox(self) -> None:
         """Offer what the Routers appended to the inbox since the last entry taken: a page at a
         time, waiting up to INBOX_BLOCK_MS when there is nothing new."""
-        inbox = self._keys.inbox(self.activation_id)
-        reply = await self._redis.xread(
-            {inbox: self.state.inbox_id}, count=INBOX_PAGE, block=INBOX_BLOCK_MS
+        rows = await self._storage.inboxes.read(
+            self.activation_id, self.state.inbox_id, count=INBOX_PAGE, block_ms=INBOX_BLOCK_MS
         )
-        for _, rows in read_rows(reply):
-            for raw_id, fields in rows:
-                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                await self._take(entry_id, (fields or {}).get(INBOX_FIELD))
-                await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
+        for entry_id, payload in rows:
+            await self._take(entry_id, payload)
+            await asyncio.sleep(0)  # draining a backlog: let the senders form batches meanwhile
 
     async def _take(self, entry_id: str, payload: bytes | None) -> None:
         """Offer one inbox entry's changes and advance past it. An entry that does not decode
@@ -375,68 +297,7 @@ class ActivationCore:
         self._dirty = True
         self._work.set()
 
-    def _name(self, key: str) -> str | None:
-        """The HubSpot property of a key, chosen once and kept (HubSpot names cannot change)."""
-        name = self.state.names.get(key)
-        if name is not None:
-            return name
-        spec = self._property_spec(key)
-        if spec is None:
-            return None
-        self.state.names[key] = spec.name
-        return spec.name
-
-    def _property_spec(self, key: str) -> PropertySpec | None:
-        kind, cdp_id = key.split(":", 1)
-        taken = (set(self.state.names.values()) | set(self.state.retired)) - {
-            self.state.names.get(key)
-        }
-        if kind == "a":
-            audience = self._catalog.audiences.get(cdp_id)
-            if audience is None:
-                return None
-            spec = audience_property(cdp_id, audience.name, taken)
-        else:
-            attribute = self._catalog.attributes.get(cdp_id)
-            if attribute is None:
-                return None
-            spec = attribute_property(
-                cdp_id, attribute.name, attribute.value_type, attribute.options or (), taken
-            )
-        known = self.state.names.get(key)
-        return spec if known is None else msgspec.structs.replace(spec, name=known)
-
-    # --- control: configuration, schema, backfills, deletions -------------------------------------
-
-    async def refresh(self) -> None:
-        async with self._refresh_lock:
-            await self._activations.refresh(self._redis, self._keys)
-            await self._catalog.refresh(self._redis, self._keys)
-        spec = self._activations.by_id.get(self.activation_id)
-        if spec is None:
-            self.deleted = self.spec is not None or self._activations.last_id != "0-0"
-            return
-        if self.spec is not None:
-            for key in self.spec.subscribes() - spec.subscribes():
-                self._unsubscribe(key)
-        if self.spec is None or spec.subscribes() - self.spec.subscribes():
-            self.schema_ready = False  # a new property: nothing goes out before it exists
-        if any(
-            key in self.ensured and self.ensured[key] != self._property_spec(key)
-            for key in spec.subscribes()
-        ):
-            self.schema_ready = False  # redefined (new options): values wait for HubSpot to have it
-        self.spec = spec
-        if not spec.paused:
-            self._work.set()
-
-    def _unsubscribe(self, key: str) -> None:
-        name = self.state.names.get(key)
-        if name is not None:
-            self.coalescer.forget_property(name)
-        self.state.backfills.pop(key, None)
-        self.ensured.pop(key, None)
-        self._dirty = True
+    # --- housekeeping: the control half, checkpoints, status -----------------------------------
 
     async def _housekeeping(self) -> None:
         """Each step on its own: a failing one (a property HubSpot refuses, Redis hiccuping)
@@ -455,231 +316,12 @@ class ActivationCore:
                 self.last_error = f"{what}: {exc}"
                 log.exception("activation %s: %s failed", self.activation_id, what)
 
-    async def _reconcile_current(self) -> None:
-        if self.spec is not None and not self.deleted:
-            await self._reconcile(self.spec)
-
     async def _checkpoint_when_due(self) -> None:
         # A snapshot is written in pieces, the loop running between them; spacing snapshots at
         # 20x their wall time keeps the work they make to about 5% of the time.
         now = self._clock.now()
         if self._dirty and now - self._snapshot_at >= max(SNAPSHOT_EVERY, 20 * self._snapshot_cost):
             await self.checkpoint()
-
-    def _set_problem(self, key: str, problem: str) -> None:
-        """Stop syncing one property until PROBLEM_RETRY has passed; the others go on."""
-        self.problems[key] = problem
-        self._problem_at[key] = self._clock.now()
-        name = self.state.names.get(key)
-        if name is not None:
-            self.coalescer.forget_property(name)
-        self.ensured.pop(key, None)
-        # Changes of it are dropped meanwhile: once it works again, a backfill sends them.
-        self.state.backfills.pop(key, None)
-        self._dirty = True
-
-    def _clear_problem(self, key: str) -> None:
-        self.problems.pop(key, None)
-        self._problem_at.pop(key, None)
-
-    def _expire_problems(self) -> None:
-        """Try again what failed a while ago: someone may have restored the property in HubSpot,
-        or HubSpot may take the definition now."""
-        now = self._clock.now()
-        for key in [k for k, at in self._problem_at.items() if now - at > PROBLEM_RETRY]:
-            self._clear_problem(key)
-
-    async def _reconcile(self, spec: ActivationSpec) -> None:
-        subscribed = spec.subscribes()
-        deleted = {f"a:{a}" for a in self._catalog.deleted_audiences} | {
-            f"t:{t}" for t in self._catalog.deleted_attributes
-        }
-        self._expire_problems()
-        self._revive(subscribed - deleted)
-        # The CDP deleted an audience or attribute: archive its property, stop syncing it.
-        for key in sorted((subscribed & deleted) - set(self.state.archived) - set(self.problems)):
-            try:
-                await self._archive(key)
-            except (TokenRejected, CallFailed):
-                raise  # the token or HubSpot as a whole: the next round retries
-            except Exception as exc:
-                self._set_problem(key, f"archiving property {self.state.names.get(key)}: {exc}")
-        live = {k for k in subscribed - deleted if self._property_spec(k) is not None}
-        resync = spec.resync_at > self.state.resynced_at
-        backfills = []
-        unmade = {k for k in live if self.ensured.get(k) != self._property_spec(k)}
-        for key in sorted(live - set(self.problems)):
-            added_at = (
-                spec.audiences.get(key[2:]) if key[0] == "a" else spec.attributes.get(key[2:])
-            )
-            backfill = self.state.backfills.get(key)
-            if added_at is not None and (
-                resync or backfill is None or backfill.added_at < added_at or not backfill.loaded
-            ):
-                backfills.append(self._backfill_alone(key, max(added_at, spec.resync_at), resync))
-                if key in unmade:
-                    # Its property is (re)made now (defined again, or retried after a problem):
-                    # its members must not go out before HubSpot has it.
-                    self.schema_ready = False
-        self.timeline.setdefault("reconcile", time.time())
-        # Members load while HubSpot makes the schema: nothing is sent before `schema_ready`,
-        # which only the schema's end sets, and a property HubSpot refuses stops its backfill.
-        # Every step ends before this returns, so the next round never loads a backfill twice.
-        outcomes = await asyncio.gather(
-            self._ensure_schema(live), *backfills, return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        if resync:
-            self.state.resynced_at = spec.resync_at
-            await self.checkpoint()
-
-    async def _ensure_schema(self, live: set[str]) -> None:
-        await self._ensure(live)
-        self.schema_ready = True
-        self.timeline.setdefault("schema_ready", time.time())
-        self._work.set()
-
-    async def _backfill_alone(self, key: str, added_at: int, force: bool) -> None:
-        """A backfill that fails is a problem of its property alone."""
-        if key in self.problems:
-            return  # HubSpot refused its property meanwhile: a later round backfills it
-        try:
-            await self._backfill(key, added_at, force=force)
-        except Exception as exc:
-            self._set_problem(key, f"backfill of {self.state.names.get(key)}: {exc}")
-
-    def _revive(self, live: set[str]) -> None:
-        """An audience or attribute the CDP deleted and then defined again syncs again, under a
-        new property: the archived one keeps its name in HubSpot's recycle bin."""
-        for key in [k for k in self.state.archived if k in live]:
-            self.state.archived.remove(key)
-            name = self.state.names.pop(key, None)
-            if name is not None and name not in self.state.retired:
-                self.state.retired.append(name)
-            self.state.backfills.pop(key, None)
-            self.ensured.pop(key, None)
-            self._clear_problem(key)
-            self._dirty = True
-            log.info("activation %s: %s defined again, re-creating it", self.activation_id, key)
-
-    async def _archive(self, key: str) -> None:
-        name = self.state.names.get(key)
-        if name is not None:
-            self.coalescer.forget_property(name)
-            await self._governor().archive(self.activation_id, name)
-        self.state.archived.append(key)
-        self.state.backfills.pop(key, None)
-        self.ensured.pop(key, None)
-        self._dirty = True
-
-    async def _ensure(self, live: set[str]) -> None:
-        """Make the properties of ``live`` exist in HubSpot as currently defined: new ones, and
-        ones whose definition changed (an enumeration's new options). A property HubSpot
-        refuses gets a problem of its own; the others are ensured all the same."""
-        specs: dict[str, PropertySpec] = {}
-        for key in sorted(live - set(self.problems)):
-            spec = self._property_spec(key)
-            if spec is not None and self.ensured.get(key) != spec:
-                self.state.names.setdefault(key, spec.name)
-                specs[key] = spec
-        if not specs:
-            return
-        try:
-            problems = await self._governor().ensure_schema(
-                self.activation_id, list(specs.values())
-            )
-        except (TokenRejected, CallFailed):
-            raise  # the token or HubSpot as a whole: the next round retries
-        except Exception:
-            # Something in the batch HubSpot would not take, unnamed: find it, one at a time.
-            problems = {}
-            for spec in specs.values():
-                try:
-                    problems.update(
-                        await self._governor().ensure_schema(self.activation_id, [spec])
-                    )
-                except (TokenRejected, CallFailed):
-                    raise
-                except Exception as exc:
-                    problems[spec.name] = f"ensuring property {spec.name}: {exc}"
-        for key, spec in specs.items():
-            problem = problems.get(spec.name)
-            if problem:
-                self._set_problem(key, problem)
-            else:
-                self._clear_problem(key)
-                self.ensured[key] = spec
-
-    async def _backfill(self, key: str, added_at: int, *, force: bool = False) -> None:
-        """Offer the current members/values from the projections on the backfill lane
-        (``force``: even values HubSpot is known to hold, for a resync). It stops, offering
-        nothing more, once the backfill is dropped meanwhile (its property got a problem, was
-        unsubscribed or archived while the members loaded)."""
-        name = self._name(key)
-        if name is None:
-            return
-        kind, cdp_id = key.split(":", 1)
-        backfill = Backfill(added_at=added_at, started_at=self._clock.now())
-        self.state.backfills[key] = backfill
-
-        def dropped() -> bool:
-            return self.state.backfills.get(key) is not backfill
-
-        if kind == "a":
-            async for page in self._projections.members(cdp_id, self._partitions):
-                if dropped():
-                    return
-                for member in page:
-                    self.coalescer.offer_many(
-                        member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force
-                    )
-                backfill.total += len(page)
-                self._work.set()
-        else:
-            definition = self._catalog.attributes[cdp_id]
-            async for rows in self._projections.values(cdp_id, self._partitions):
-                if dropped():
-                    return
-                unusable: list[DeadLetter] = []
-                for row in rows:
-                    try:
-                        text = format_value(
-                            definition.value_type, row.value, options=definition.options
-                        )
-                    except ValueFormatError as exc:
-                        # Valid when it arrived, not under the attribute's new definition: park
-                        # this value, backfill the rest.
-                        unusable.append(self._unusable_value(key, row.email, row.value, exc))
-                        continue
-                    self.coalescer.offer_many(
-                        row.email, ((name, text, row.position),), Lane.BACKFILL, force=force
-                    )
-                await self._dead.park(unusable)
-                backfill.total += len(rows) - len(unusable)
-                self._work.set()
-        if dropped():
-            return
-        backfill.loaded = True
-        self.timeline.setdefault("members_loaded", time.time())
-        await self.checkpoint()  # a restart resumes this backfill, it does not start over
-        log.info(
-            "activation %s: backfill of %s loaded, %d contacts",
-            self.activation_id,
-            key,
-            backfill.total,
-        )
-
-    def _unusable_value(
-        self, key: str, email: str, value: Any, exc: ValueFormatError
-    ) -> DeadLetter:
-        return DeadLetter(
-            f"activation:{self.activation_id}",
-            "-",
-            f"attribute {key[2:]!r} for {email}: {exc} (under its current definition)",
-            msgspec.json.encode({"email": email, "attribute_id": key[2:], "value": value}),
-        )
 
     def _governor(self) -> GovernorPort:
         assert self.spec is not None
@@ -708,57 +350,68 @@ class ActivationCore:
                     pass
             lane = Lane.REALTIME if Lane.REALTIME in due else Lane.BACKFILL
             governor = self._governor()
-            await governor.turn(self.activation_id, lane.value)
+            permit = await governor.turn(self.activation_id, lane)
             batch = self.coalescer.take(self._clock.now())
             if batch is None:
-                await governor.release(self.activation_id)
+                await governor.release(permit)
                 return
-        await self._send(governor, batch)
+        await self._send(governor, batch, permit)
 
-    async def _send(self, governor: GovernorPort, batch: Batch) -> None:
-        lane = batch.lane.value if isinstance(batch.lane, Lane) else str(batch.lane)
+    async def _send(self, governor: GovernorPort, batch: Batch, permit: Permit) -> None:
+        lane = batch.lane
         contacts = [(c.email, c.properties) for c in batch.contacts]
         try:
             if self.spec is not None and self.spec.mode == "update_only":
-                report = await self._update_only(governor, lane, contacts)
+                report = await self._update_only(governor, lane, contacts, permit)
             else:
-                report = await governor.upsert(self.activation_id, lane, contacts)
+                report = await governor.upsert(self.activation_id, lane, contacts, permit)
         except (TokenRejected, CallFailed) as exc:
             self.coalescer.retry(batch)
             self.last_error = str(exc)
             return
         except CallRefused as exc:  # HubSpot keeps refusing it (e.g. a 404 on the read): park it
-            report = WriteReport([Outcome(e, "failed", reason=str(exc)) for e, _ in contacts])
+            report = WriteReport(
+                [Outcome(e, OutcomeStatus.FAILED, reason=str(exc)) for e, _ in contacts]
+            )
         except BaseException:
             self.coalescer.retry(batch)
             raise
         await self._record(batch, report)
 
     async def _update_only(
-        self, governor: GovernorPort, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        governor: GovernorPort,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit,
     ) -> WriteReport:
+        carried: Permit | None = permit  # for the first call: the read, or else the update
         unknown = [email for email, _ in contacts if email not in self._ids]
         if unknown:
-            found = await governor.read_ids(self.activation_id, lane, unknown)
+            found = await governor.read_ids(self.activation_id, lane, unknown, carried)
+            carried = None
             if len(self._ids) + len(found) > ID_CACHE_LIMIT:
                 self._ids.clear()
             self._ids.update(found)
         records = [(self._ids[e], props) for e, props in contacts if e in self._ids]
         by_id = {self._ids[e]: e for e, _ in contacts if e in self._ids}
         outcomes = [
-            Outcome(e, "missing", reason="not in HubSpot (update-only mode)")
+            Outcome(e, OutcomeStatus.MISSING, reason="not in HubSpot (update-only mode)")
             for e, _ in contacts
             if e not in self._ids
         ]
         problems: dict[str, str] = {}
         if records:
-            report = await governor.update(self.activation_id, lane, records)
+            report = await governor.update(self.activation_id, lane, records, carried)
+            carried = None
             problems = report.property_problems
             for o in report.outcomes:
                 email = by_id.get(o.key, o.key)
-                if o.status == "missing":
+                if o.status == OutcomeStatus.MISSING:
                     self._ids.pop(email, None)
                 outcomes.append(Outcome(email, o.status, o.contact_id, o.reason))
+        if carried is not None:  # every contact was unknown: no call went out on it
+            await governor.release(carried)
         return WriteReport(outcomes, problems)
 
     async def _record(self, batch: Batch, report: WriteReport) -> None:
@@ -768,13 +421,13 @@ class ActivationCore:
         ok = [
             c.email
             for c in batch.contacts
-            if by_email.get(c.email, _RETRY).status in ("written", "created")
+            if by_email.get(c.email, _RETRY).status
+            in (OutcomeStatus.WRITTEN, OutcomeStatus.CREATED)
         ]
-        bad = [c for c in batch.contacts if by_email.get(c.email, _RETRY).status == "failed"]
-        missing = [
-            c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "missing"
-        ]
-        retry = [c.email for c in batch.contacts if by_email.get(c.email, _RETRY).status == "retry"]
+        status = {c.email: by_email.get(c.email, _RETRY).status for c in batch.contacts}
+        bad = [c for c in batch.contacts if status[c.email] == OutcomeStatus.FAILED]
+        missing = [c.email for c in batch.contacts if status[c.email] == OutcomeStatus.MISSING]
+        retry = [c.email for c in batch.contacts if status[c.email] == OutcomeStatus.RETRY]
         self.coalescer.acknowledge(batch, only=ok)
         self.coalescer.discard(batch, only=missing)
         if retry:
@@ -785,7 +438,7 @@ class ActivationCore:
             counters.day, counters.written_today = day, 0
         counters.written += len(ok)
         counters.written_today += len(ok)
-        counters.created += sum(1 for e in ok if by_email[e].status == "created")
+        counters.created += sum(1 for e in ok if by_email[e].status == OutcomeStatus.CREATED)
         counters.not_in_hubspot += len(missing)
         counters.calls += 1
         self._dirty = True
@@ -903,14 +556,14 @@ class ActivationCore:
     async def publish_status(self) -> None:
         if self.deleted:  # the Supervisor removes every key of a deleted activation: add none
             return
-        await self._redis.set(
+        await self._storage.status.put(
             self._keys.activation_status(self.activation_id),
             msgspec.json.encode(self.status()),
-            ex=300,
+            ttl_s=300,
         )
 
 
-_RETRY = Outcome("", "retry")
+_RETRY = Outcome("", OutcomeStatus.RETRY)
 
 
 def _return_freed_memory() -> None:

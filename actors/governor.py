@@ -13,34 +13,30 @@ parked with HubSpot's answer (a 413 first splits the batch once), and a 401 or 4
 token: its activations are paused with the reason, no retry storm. A call for an activation that
 was deleted is refused before it reaches HubSpot.
 
-Every HTTP request waits for a permit (the client's ``before_request`` hook). An activation may
-take its permit first (``turn``) and form its batch only then, just in time.
-
-Errors raised to callers::
-
-    TokenRejected      401/403: the token is wrong, revoked or lacks scopes; its activations pause
-    CallFailed         retries exhausted on a retryable failure; the caller puts its batch back
-    └── ActivationGone the activation was deleted: no call is made for it any more
-    CallRefused        HubSpot kept answering a 4xx that resending cannot fix (404, 409, 413, ...)
+Its interface and errors are `actors.governor_port`. Permits are decided by the pure
+`scheduler.dispatch.Dispatcher`; this class is the async shell around it: it hands permits to the
+callers waiting for them (futures), and every HTTP request of a call goes out on a permit: the one
+the call carried (``turn`` first, so the activation forms its batch just in time), else one it
+waits for. Each call gets its own hooks on the HTTP client (`HubSpotClient.with_hooks`), so a
+request knows whose call it is without any shared state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime as dt
 import logging
-import os
-import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import msgspec
-import redis.asyncio as aioredis
 
-from crm.client import ContactUpdate, ContactUpsert, HubSpotClient, PropertyError, WriteStatus
+from actors.governor_port import ActivationGone, CallFailed, CallRefused, TokenRejected
+from actors.messages import Outcome, OutcomeStatus, WriteReport
+from crm import schema
+from crm.client import HubSpotClient
 from crm.errors import (
     AuthenticationError,
     HubSpotError,
@@ -54,35 +50,23 @@ from crm.errors import (
 from crm.plans import PLANS, REQUEST_TIMEOUT_S, WINDOW_S
 from crm.properties import PropertySpec
 from crm.ratelimit import RateLimitInfo
+from crm.results import ContactUpdate, ContactUpsert, PropertyError, WriteStatus
 from crm.tokens import token_fingerprint
 from events.activations import Activations, ActivationSpec
-from events.model import ActivationPaused
+from events.model import ActivationPaused, encode
+from events.ports import Storage
 from events.secrets import Sealer, SecretError
-from events.streams import Keys, append_control
-from scheduler import BatchSplitter, FairQueue, Lane, SystemClock, TokenBudget, backoff
+from scheduler import BatchSplitter, Clock, Lane, SystemClock, TokenBudget, backoff
+from scheduler.dispatch import WINDOW_MARGIN, Dispatcher, Grant, Permit
 
-__all__ = [
-    "GRANT_INTERVAL_S",
-    "ActivationGone",
-    "CallFailed",
-    "CallRefused",
-    "GovernorCore",
-    "Outcome",
-    "TokenRejected",
-    "WriteReport",
-]
+__all__ = ["GRANT_INTERVAL_S", "HTTP_TIMEOUT", "GovernorCore"]
 
 log = logging.getLogger("hubsync.governor")
 T = TypeVar("T")
 
-# A call counts in HubSpot's window when HubSpot receives it, some time after we grant it; a
-# grant also waits this long beyond the window so a slow request never lands in a full window.
-WINDOW_MARGIN = 0.25
 GRANT_INTERVAL_S = WINDOW_S + WINDOW_MARGIN  # how long a grant counts in our own window
 MAX_ATTEMPTS = 8
-REALTIME_RESERVE = 0.1  # share of the window backfills leave free while realtime traffic flows
-REALTIME_MEMORY = 60.0  # seconds after the last realtime call that the reserve still applies
-PROBE_TIMEOUT = 5.0  # a probing call not answered by then (its caller died): let another go
+STATUS_TTL_S = 120  # a governor that stops publishing its status is gone from `hubsync status`
 HTTP_TIMEOUT = REQUEST_TIMEOUT_S
 REFUSED_ATTEMPTS = 3  # tries of a call HubSpot answers with an unexpected 4xx before giving up
 LOCKED_PAUSE = 2.0  # HubSpot asks for >= 2 s between batch writes after a 423 Locked
@@ -108,99 +92,78 @@ PROPERTY_CODES = frozenset(
     {"PROPERTY_DOESNT_EXIST", "PROPERTY_NOT_FOUND", "READ_ONLY_VALUE", "INVALID_OPTION"}
 )
 
-_caller: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("caller")
+
+class CallMetrics(Protocol):
+    """Where the governor counts HubSpot's answers (the shell passes Ray's metrics)."""
+
+    def call(self, activation_id: str, status: int) -> None:
+        """One answer (status 0: no response), for this activation's call."""
+
+    def rate_limited(self, activation_id: str, policy: str | None) -> None:
+        """One 429, under HubSpot's policy name (None: it named none)."""
 
 
-class TokenRejected(Exception):
-    """HubSpot refused the token (401) or its scopes (403); the message says what to do."""
+class NoMetrics:
+    """Counts nothing."""
 
+    def call(self, activation_id: str, status: int) -> None:
+        pass
 
-class CallFailed(Exception):
-    """A call still failed after its retries; it is safe to try again later."""
-
-
-class ActivationGone(CallFailed):
-    """The activation was deleted: the governor makes no call for it any more."""
-
-
-class CallRefused(Exception):
-    """HubSpot kept refusing a call with a 4xx that resending will not fix (404, 409, 413, or
-    one hubsync does not expect); the message says which status and what HubSpot said."""
-
-    def __init__(self, error: HubSpotError) -> None:
-        self.status = error.status
-        said = error.hubspot_message or error.what
-        super().__init__(f"HubSpot answered {error.status}: {said}")
-
-
-class Outcome(msgspec.Struct, array_like=True, frozen=True):
-    """One input's fate: status is written | created | failed | missing | retry (not written
-    now, e.g. HubSpot left it out of its answer: the caller sends it again later)."""
-
-    key: str
-    status: str
-    contact_id: str | None = None
-    reason: str = ""
-
-
-class WriteReport(msgspec.Struct, frozen=True):
-    """A batch write's result: one outcome per input, and the properties HubSpot refused for
-    every input (internal name -> HubSpot's reason). Those were dropped from the inputs before
-    the rest was sent again: the caller stops syncing them and records the problem."""
-
-    outcomes: list[Outcome]
-    property_problems: dict[str, str] = {}
+    def rate_limited(self, activation_id: str, policy: str | None) -> None:
+        pass
 
 
 class GovernorCore:
+    """One token's governor, without Ray: `storage` holds the control stream it folds (and
+    appends pauses to) and the status board it publishes on; `secret_key` opens the sealed token
+    (the shell reads HUBSYNC_SECRET_KEY); `clock` and `sleep` are the only time it knows (pass
+    both, or neither for the wall clock); `metrics` counts HubSpot's answers; `http` is the
+    transport (tests pass the emulator's ASGI app)."""
+
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         fingerprint: str,
         *,
         secret_key: str | None = None,
-        clock: SystemClock | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        metrics: CallMetrics | None = None,
         http: httpx.AsyncClient | None = None,
         http_timeout: float = HTTP_TIMEOUT,
     ) -> None:
         self.fingerprint = fingerprint
-        self._redis = redis
-        self._keys = keys
+        self._storage = storage
+        if clock is not None and sleep is None:
+            raise TypeError("a clock of your own needs its sleep: waits must move that clock")
         self._clock = clock or SystemClock()
-        self._sleep = sleep
+        self._sleep = sleep or asyncio.sleep
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(http_timeout, connect=min(5.0, http_timeout)),
             limits=httpx.Limits(max_connections=32),
         )
-        self._secret_key = (
-            secret_key if secret_key is not None else os.environ.get("HUBSYNC_SECRET_KEY")
-        )
+        self._secret_key = secret_key  # the shell reads HUBSYNC_SECRET_KEY where it runs
+        self._metrics: CallMetrics = metrics or NoMetrics()
         self._activations = Activations()
         self._fold_lock = asyncio.Lock()
         self._spec: ActivationSpec | None = None
         self._client: HubSpotClient | None = None
         starter = PLANS["starter"]
-        self.budget = TokenBudget.for_plan(
-            starter.per_window, starter.daily, interval=GRANT_INTERVAL_S
+        self._dispatch = Dispatcher(
+            TokenBudget.for_plan(starter.per_window, starter.daily, interval=GRANT_INTERVAL_S)
         )
-        self._queue = FairQueue()
+        self._waiters: dict[int, asyncio.Future[Permit]] = {}  # ticket -> its caller
         self._wake = asyncio.Event()
-        self._held: dict[str, deque[float]] = {}
-        # When HubSpot last refused a call (429): a permit granted before it is void, so neither
-        # a retry nor a batch formed on an old permit lands in the window that refused it.
-        self._refused_at = float("-inf")
-        # A (re)started governor knows nothing of the calls made in the last window: one call
-        # goes alone until HubSpot's headers say what is left, then the budget takes over.
-        self._warm = False
-        self._probe_at = float("-inf")  # when the probing call was granted
         self.rejected: str | None = None  # why HubSpot refused the token, until a resume
         self.problem: str | None = None  # why the governor cannot work (configuration)
         self.calls: Counter[str] = Counter()
         self.rate_limited = 0
         self._dispatcher: asyncio.Task[None] | None = None
-        self._realtime_seen_at = float("-inf")
+
+    @property
+    def budget(self) -> TokenBudget:
+        """The token's window and daily quota, as the dispatcher spends them."""
+        return self._dispatch.budget
 
     # --- configuration, folded from the control stream ----------------------------------------
 
@@ -245,7 +208,7 @@ class GovernorCore:
         self.problem = None
         plan = PLANS.get(spec.plan, PLANS["starter"])
         if self._spec is None or self._spec.plan != spec.plan:
-            self.budget = TokenBudget.for_plan(
+            self._dispatch.budget = TokenBudget.for_plan(
                 plan.per_window, plan.daily, interval=GRANT_INTERVAL_S
             )
         try:
@@ -254,8 +217,6 @@ class GovernorCore:
                 base_url=spec.base_url,
                 api_version=spec.api_version,
                 http=self._http,
-                before_request=self._before_request,
-                after_response=self._after_response,
                 trace_prefix=self.fingerprint[:6],
             )
         except InvalidTokenError as exc:  # says what is wrong and where, never the token
@@ -268,92 +229,56 @@ class GovernorCore:
         """Fold the control stream, one fold at a time: two concurrent folds could apply a page
         read before a deletion after the page that holds it, and bring the activation back."""
         async with self._fold_lock:
-            await self._activations.refresh(self._redis, self._keys)
+            await self._activations.fold(self._storage.activations)
 
     # --- permits -----------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._dispatcher is None:
-            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_loop())
 
-    async def _dispatch(self) -> None:
-        """Grant permits in fair order, as fast as the budget allows and no faster."""
+    async def _dispatch_loop(self) -> None:
+        """Hand out permits in the dispatcher's order, as fast as the budget allows and no faster."""
         while True:
-            if not self._queue:
+            if not self._dispatch.waiting:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             now = self._clock.now()
-            if not self._warm and now - self._probe_at < PROBE_TIMEOUT:
-                await self._sleep(0.02)
+            decision = self._dispatch.next_grant(now)
+            if decision is None:
                 continue
-            wait = self._backfill_wait(now)
-            if wait > 0:
-                await self._sleep(min(wait, 1.0))
+            if not isinstance(decision, Grant):
+                await self._sleep(min(decision, 1.0))
                 continue
-            wait = self.budget.reserve(now)
-            if wait > 0:
-                await self._sleep(min(wait, 1.0))
+            future = self._waiters.pop(decision.ticket, None)
+            if future is None or future.done():  # its caller went away: give the slot back
+                self._dispatch.release(decision.permit, now)
                 continue
-            popped = self._queue.pop()
-            assert popped is not None
-            _, _, future = popped
-            if future.done():  # its caller went away: give the slot back
-                self.budget.release(now, now)
-                continue
-            if not self._warm:
-                self._probe_at = now
-            future.set_result(now)
+            future.set_result(decision.permit)
 
-    def _backfill_wait(self, now: float) -> float:
-        """While some activation of this token has realtime traffic, backfills leave the last
-        slots of the window to it, so a huge backfill never makes realtime changes wait a window."""
-        if now - self._realtime_seen_at > REALTIME_MEMORY:
-            return 0.0
-        if any(self._queue.pending(a, Lane.REALTIME) for a in self._queue.activations()):
-            return 0.0
-        window = self.budget.window
-        reserve = max(1, int(window.capacity * REALTIME_RESERVE))
-        grants = window.grants()
-        excess = len(grants) - (window.capacity - reserve)
-        if excess < 0:
-            return 0.0
-        return max(grants[excess] + window.interval - now, 0.0) or 1e-3
-
-    async def permit(self, activation_id: str, lane: str) -> float:
-        """Wait for this activation's fair turn and a slot in the budget; returns the grant time."""
+    async def _permit(self, activation_id: str, lane: Lane, *, data: bool = False) -> Permit:
+        """Wait for this activation's fair turn and a slot in the budget."""
         self._check_usable()
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._queue.push(activation_id, Lane(lane), future)
+        ticket = self._dispatch.request(activation_id, lane, self._clock.now(), data=data)
+        future: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket] = future
         self._wake.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._waiters.pop(ticket, None) is not None:
+                self._dispatch.withdraw(ticket)
+            raise
 
-    async def turn(self, activation_id: str, lane: str) -> None:
-        """Hold one permit for the activation's next call (so it forms the batch just in time)."""
-        if lane == Lane.REALTIME.value:
-            self._realtime_seen_at = self._clock.now()
-        granted = await self.permit(activation_id, lane)
-        self._held.setdefault(activation_id, deque()).append(granted)
+    async def turn(self, activation_id: str, lane: Lane) -> Permit:
+        """A permit for the activation's next write, so it forms the batch just in time; the
+        write carries it (or `release` gives it back)."""
+        return await self._permit(activation_id, Lane(lane), data=True)
 
-    def release(self, activation_id: str) -> None:
-        """Give back a held permit the activation did not use."""
-        held = self._held.get(activation_id)
-        if held:
-            self.budget.release(held.pop(), self._clock.now())
-            self._probe_at = float("-inf")
-
-    async def _before_request(self) -> None:
-        activation_id, lane = _caller.get(("", Lane.REALTIME.value))
-        held = self._held.get(activation_id)
-        if held:
-            granted = held.popleft()
-            now = self._clock.now()
-            if granted > self._refused_at and (
-                now - granted < WINDOW_MARGIN / 2 or self._restamp(granted, now)
-            ):
-                return await self._check_live(activation_id)
-        await self.permit(activation_id, lane)
-        await self._check_live(activation_id)
+    async def release(self, permit: Permit) -> None:
+        """Give back a permit the activation did not use."""
+        self._dispatch.release(permit, self._clock.now())
 
     async def _check_live(self, activation_id: str) -> None:
         """Refuse a request of an activation deleted while it waited for its permit: once
@@ -364,48 +289,21 @@ class GovernorCore:
         if activation_id not in self._activations.by_id:
             raise ActivationGone(f"activation {activation_id} was deleted: no more HubSpot calls")
 
-    def _restamp(self, granted: float, now: float) -> bool:
-        """A held permit used late (its activation was busy): HubSpot counts the call when it
-        arrives, so move it in our window to now, or give it up if the window has no room now."""
-        window = self.budget.window
-        window.release(granted)
-        return window.reserve(now) == 0.0
-
-    def _after_response(self, info: RateLimitInfo, status: int) -> None:
-        activation_id, _ = _caller.get(("", ""))
+    def _answered(self, activation_id: str, info: RateLimitInfo, status: int) -> None:
+        """A request of a call got its answer (status 0: none came)."""
+        now = self._clock.now()
         self.calls[str(status)] += 1
-        self._metric_call(activation_id, status)
-        self._probe_at = float("-inf")
+        self._metrics.call(activation_id, status)
+        self._dispatch.answered(now)
         if info.known:
-            self._warm = True
-            self.budget.observe(
-                now=self._clock.now(),
+            self._dispatch.observe(
+                now,
                 max=info.max,
                 remaining=info.remaining,
-                interval_ms=None
-                if info.interval_ms is None
-                else info.interval_ms + int(WINDOW_MARGIN * 1000),
+                interval_ms=info.interval_ms,
                 daily=info.daily,
                 daily_remaining=info.daily_remaining,
             )
-
-    def _metric_call(self, activation_id: str, status: int) -> None:
-        try:
-            from actors.metrics import metrics
-
-            metrics().calls.inc(tags=call_tags(activation_id, self.fingerprint, status=str(status)))
-        except Exception:  # metrics are best effort: outside Ray they are not available
-            pass
-
-    def _metric_429(self, activation_id: str, policy: str | None) -> None:
-        try:
-            from actors.metrics import metrics
-
-            metrics().rate_limited.inc(
-                tags=call_tags(activation_id, self.fingerprint, policy=policy or "unknown")
-            )
-        except Exception:  # best effort, as above
-            pass
 
     def _check_usable(self) -> None:
         if self.rejected:
@@ -416,10 +314,19 @@ class GovernorCore:
     # --- calls ---------------------------------------------------------------------------------
 
     async def _call(
-        self, activation_id: str, lane: str, op: Callable[[HubSpotClient], Awaitable[T]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        op: Callable[[HubSpotClient], Awaitable[T]],
+        permit: Permit | None = None,
     ) -> T:
-        """Run one HubSpot operation with the retry policy; 400s and 413s are the caller's."""
-        token = _caller.set((activation_id, lane))
+        """Run one HubSpot operation with the retry policy; 400s and 413s are the caller's. Its
+        first request goes out on `permit` (the caller's turn), every other on a permit of its own."""
+        if permit is not None and permit.activation != activation_id:
+            raise ValueError(
+                f"a permit of activation {permit.activation!r} cannot carry a call of {activation_id!r}"
+            )
+        requests = _Requests(self, activation_id, Lane(lane), permit)
         try:
             attempt = 0
             while True:
@@ -431,13 +338,15 @@ class GovernorCore:
                     )
                 if self._client is None:
                     raise CallFailed("no activation uses this token any more")
+                client = self._client.with_hooks(
+                    before_request=requests.before, after_response=requests.after
+                )
                 try:
-                    return await op(self._client)
+                    return await op(client)
                 except RateLimitedError as exc:
                     self.rate_limited += 1
-                    self._metric_429(activation_id, exc.policy)
-                    self._refused_at = self._clock.now()
-                    self.budget.refused(self._refused_at, exc.policy, exc.retry_after)
+                    self._metrics.rate_limited(activation_id, exc.policy)
+                    self._dispatch.refused(self._clock.now(), exc.policy, exc.retry_after)
                     log.warning(
                         "429 %s from HubSpot for token %s; waiting it out",
                         exc.policy,
@@ -464,53 +373,56 @@ class GovernorCore:
                         raise CallFailed(str(exc)) from None
                     await self._sleep(_pause(exc, attempt))
         finally:
-            _caller.reset(token)
+            if requests.carried is not None:  # no request went out on it: give it back
+                self._dispatch.release(requests.carried, self._clock.now())
 
     async def _reject(self, exc: HubSpotError) -> None:
         """Stop the token: pause every activation using it, with HubSpot's reason in words."""
         self.rejected = str(exc)
-        for waiting in list(self._queue.activations()):
-            for _, future in self._queue.remove(waiting):
-                if not future.done():
-                    future.set_exception(TokenRejected(self.rejected))
+        for ticket in self._dispatch.withdraw_all():
+            future = self._waiters.pop(ticket, None)
+            if future is not None and not future.done():
+                future.set_exception(TokenRejected(self.rejected))
         for spec in list(self._activations.by_id.values()):
             if spec.token_fingerprint == self.fingerprint and not spec.paused:
-                await append_control(
-                    self._redis,
-                    self._keys,
-                    ActivationPaused(
-                        activation_id=spec.activation_id,
-                        reason=f"HubSpot refused the token: {self.rejected}",
-                    ),
+                paused = ActivationPaused(
+                    activation_id=spec.activation_id,
+                    reason=f"HubSpot refused the token: {self.rejected}",
                 )
+                await self._storage.activations.append(encode(paused))
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: Sequence[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: Sequence[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
         """Create-or-update contacts by email; one outcome per contact, bad inputs isolated."""
         inputs = [ContactUpsert(email, props) for email, props in contacts]
-        return await self._write(
-            activation_id, lane, inputs, lambda c, part: c.upsert_contacts(part)
-        )
+        return await self._write(activation_id, Lane(lane), inputs, _upsert, permit=permit)
 
     async def update(
-        self, activation_id: str, lane: str, records: Sequence[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        records: Sequence[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
         """Update existing contacts by record id."""
         inputs = [ContactUpdate(cid, props) for cid, props in records]
-        return await self._write(
-            activation_id, lane, inputs, lambda c, part: c.update_contacts(part)
-        )
+        return await self._write(activation_id, Lane(lane), inputs, _update, permit=permit)
 
     async def _write(
         self,
         activation_id: str,
-        lane: str,
+        lane: Lane,
         inputs: list[Any],
         send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]],
         *,
         may_split: bool = True,
         problems: dict[str, str] | None = None,
+        permit: Permit | None = None,
     ) -> WriteReport:
         """Send a batch, using what HubSpot names before splitting blindly: properties it
         refuses for every input are dropped and the rest sent again (within WRITE_ROUNDS);
@@ -523,14 +435,15 @@ class GovernorCore:
             pending = [_without(i, problems) for i in pending]
             for item in [i for i in pending if not i.properties]:
                 outcomes[_key(item)] = Outcome(
-                    _key(item), "retry", reason="only properties HubSpot refused"
+                    _key(item), OutcomeStatus.RETRY, reason="only properties HubSpot refused"
                 )
             pending = [i for i in pending if i.properties]
             if not pending:
                 break
             part = pending
             try:
-                result = await self._call(activation_id, lane, _sending(send, part))
+                result = await self._call(activation_id, lane, _sending(send, part), permit)
+                permit = None  # spent by that call's first request
             except ValidationError as rejected:
                 named = _named_property_problems(rejected, part)
                 if named:
@@ -551,12 +464,16 @@ class GovernorCore:
                         outcomes |= {o.key: o for o in report.outcomes}
                 else:
                     outcomes |= {
-                        _key(i): Outcome(_key(i), "failed", reason=_refusal(exc)) for i in part
+                        _key(i): Outcome(_key(i), OutcomeStatus.FAILED, reason=_refusal(exc))
+                        for i in part
                     }
                 pending = []
                 break
             except CallRefused as refused:
-                outcomes |= {_key(i): Outcome(_key(i), "failed", reason=str(refused)) for i in part}
+                outcomes |= {
+                    _key(i): Outcome(_key(i), OutcomeStatus.FAILED, reason=str(refused))
+                    for i in part
+                }
                 pending = []
                 break
             pending = []
@@ -578,14 +495,16 @@ class GovernorCore:
                 await self._sleep(backoff(transient))
         for item in pending:  # still failing for now: the caller puts it back
             outcomes[_key(item)] = Outcome(
-                _key(item), "retry", reason="HubSpot did not write it yet (transient failure)"
+                _key(item),
+                OutcomeStatus.RETRY,
+                reason="HubSpot did not write it yet (transient failure)",
             )
         return WriteReport([outcomes[_key(i)] for i in inputs if _key(i) in outcomes], problems)
 
     async def _isolate(
         self,
         activation_id: str,
-        lane: str,
+        lane: Lane,
         inputs: list[Any],
         send: Callable[[HubSpotClient, list[Any]], Awaitable[Any]],
         rejected: ValidationError,
@@ -593,7 +512,7 @@ class GovernorCore:
         """HubSpot refused the batch as a whole and named no property: halve it until the bad
         inputs stand alone."""
         if len(inputs) == 1:
-            return [Outcome(_key(inputs[0]), "failed", reason=_reason(rejected))]
+            return [Outcome(_key(inputs[0]), OutcomeStatus.FAILED, reason=_reason(rejected))]
 
         async def once(part: list[Any]) -> list[Outcome]:
             result = await self._call(activation_id, lane, lambda c: send(c, part))
@@ -611,17 +530,25 @@ class GovernorCore:
                     reasons[_key(part[0])] = _reason(exc)
                 splitter.report(False)
         outcomes += [
-            Outcome(_key(i), "failed", reason=reasons.get(_key(i), "HubSpot rejected this input"))
+            Outcome(
+                _key(i),
+                OutcomeStatus.FAILED,
+                reason=reasons.get(_key(i), "HubSpot rejected this input"),
+            )
             for i in splitter.bad
         ]
         return outcomes
 
     async def read_ids(
-        self, activation_id: str, lane: str, emails: Sequence[str]
+        self,
+        activation_id: str,
+        lane: Lane,
+        emails: Sequence[str],
+        permit: Permit | None = None,
     ) -> dict[str, str]:
         """Record ids of the contacts that exist, by lower-cased email (one batch read)."""
         result = await self._call(
-            activation_id, lane, lambda c: c.read_contacts_by_email(list(emails))
+            activation_id, Lane(lane), lambda c: c.read_contacts_by_email(list(emails)), permit
         )
         return {email: record.id for email, record in result.found.items()}
 
@@ -633,7 +560,7 @@ class GovernorCore:
         (the console's and the API's contact lookup)."""
         record = await self._call(
             activation_id,
-            Lane.REALTIME.value,
+            Lane.REALTIME,
             lambda c: c.get_contact_by_email(email, list(properties)),
         )
         return None if record is None else dict(record.properties)
@@ -649,7 +576,7 @@ class GovernorCore:
         async def op(client: HubSpotClient) -> dict[str, str]:
             # The group and the properties' reads go out together; creating a property waits
             # for its group (`before_writes`). Each request still takes its own permit.
-            group = asyncio.ensure_future(client.ensure_property_group())
+            group = asyncio.ensure_future(schema.ensure_property_group(client))
             try:
                 problems = await properties(client, group)
                 await group  # its error, if it failed after the properties needed nothing of it
@@ -664,8 +591,8 @@ class GovernorCore:
             todo = list(specs)
             while todo:
                 try:
-                    results = await client.ensure_properties(
-                        todo, on_archived="report", before_writes=group
+                    results = await schema.ensure_properties(
+                        client, todo, on_archived="report", before_writes=group
                     )
                 except ValidationError as exc:
                     refused = {s.name for s in todo} & set(exc.ids)
@@ -687,12 +614,10 @@ class GovernorCore:
                 break
             return problems
 
-        return await self._call(activation_id, Lane.REALTIME.value, op)
+        return await self._call(activation_id, Lane.REALTIME, op)
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._call(
-            activation_id, Lane.REALTIME.value, lambda c: c.archive_property(name)
-        )
+        return await self._call(activation_id, Lane.REALTIME, lambda c: c.archive_property(name))
 
     # --- status --------------------------------------------------------------------------------
 
@@ -709,12 +634,12 @@ class GovernorCore:
             "daily_resets_at": daily.resets_at(now) if daily else None,
             "blocked_until": window.blocked_until,
             "waiting_for": self._waiting_for(now),
-            "waiting": len(self._queue),
+            "waiting": self._dispatch.waiting,
             "calls": dict(self.calls),
             "rate_limited": self.rate_limited,
             "rejected": self.rejected,
             "problem": self.problem,
-            "updated_at": time.time(),
+            "updated_at": now,
         }
 
     def _waiting_for(self, now: float) -> str | None:
@@ -729,8 +654,10 @@ class GovernorCore:
         return None
 
     async def publish_status(self) -> None:
-        await self._redis.set(
-            self._keys.governor_status(self.fingerprint), msgspec.json.encode(self.status()), ex=120
+        await self._storage.status.put(
+            self._storage.keys.governor_status(self.fingerprint),
+            msgspec.json.encode(self.status()),
+            ttl_s=STATUS_TTL_S,
         )
 
     async def aclose(self) -> None:
@@ -739,9 +666,45 @@ class GovernorCore:
         await self._http.aclose()
 
 
-def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, str]:
-    """A HubSpot call's metric tags: the activation and the token's fingerprint (never the token)."""
-    return {"activation": activation_id or "-", "token": fingerprint, **more}
+class _Requests:
+    """One governed call's hooks on the HTTP client: each request goes out on a permit (the one
+    the call carried, first), and each answer teaches the dispatcher what HubSpot said."""
+
+    def __init__(
+        self, core: GovernorCore, activation_id: str, lane: Lane, carried: Permit | None
+    ) -> None:
+        self._core = core
+        self._activation_id = activation_id
+        self._lane = lane
+        self.carried = carried  # the caller's permit, until a request spends it
+
+    async def before(self) -> None:
+        """Wait until this request may go: a valid permit checked at the last moment (a permit
+        granted before a 429, or used too late for a full window, is replaced by a new one)."""
+        core = self._core
+        permit, self.carried = self.carried, None
+        while True:
+            if permit is None:
+                permit = await core._permit(self._activation_id, self._lane)
+            try:
+                await core._check_live(self._activation_id)
+            except BaseException:
+                core._dispatch.release(permit, core._clock.now())  # no request goes out on it
+                raise
+            if core._dispatch.use(permit, core._clock.now()):
+                return
+            permit = None
+
+    def after(self, info: RateLimitInfo, status: int) -> None:
+        self._core._answered(self._activation_id, info, status)
+
+
+def _upsert(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:
+    return client.upsert_contacts(part)
+
+
+def _update(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:
+    return client.update_contacts(part)
 
 
 def _key(item: Any) -> str:
@@ -836,8 +799,10 @@ def _reason(exc: HubSpotError) -> str:
 
 def _outcome(result: Any) -> Outcome:
     if result.status == WriteStatus.FAILED:
-        status = "missing" if result.category == "OBJECT_NOT_FOUND" else "failed"
+        status = (
+            OutcomeStatus.MISSING if result.category == "OBJECT_NOT_FOUND" else OutcomeStatus.FAILED
+        )
         return Outcome(
             result.key, status, result.contact_id, f"{result.category}: {result.message}"
         )
-    return Outcome(result.key, result.status.value, result.contact_id)
+    return Outcome(result.key, OutcomeStatus(result.status.value), result.contact_id)

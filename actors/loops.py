@@ -30,21 +30,22 @@ async def forever(
     base: float = 0.1,
     cap: float = 10.0,
     on_error: Callable[[str, Exception], None] | None = None,
+    idle: Callable[[], Awaitable[Any]] | None = None,
+    stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
 ) -> None:
-    """Run ``step`` forever (``once``: until it succeeds once), ``pause`` seconds apart.
+    """Run ``step`` forever (``once``: until it succeeds once; ``stop``: until it says so),
+    ``pause`` seconds apart.
 
     A failure is logged with ``what`` and the count in a row, handed to ``on_error`` (which may
     record it for the actor's status, or mark state to rebuild), then waited out with
-    `backoff_s`. Cancellation is never swallowed.
+    `backoff_s`. After a success, ``idle`` (if given) is awaited before the next step: a loop
+    that waits for work (a blocking read) rather than for time. Cancellation is never swallowed.
     """
     failures = 0
-    while True:
+    while not stop():
         try:
             await step()
-            failures = 0
-            if once:
-                return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -53,5 +54,11 @@ async def forever(
             if on_error is not None:
                 on_error(what, exc)
             await sleep(backoff_s(failures, base=base, cap=cap))
+        else:
+            failures = 0
+            if once:
+                return
+            if idle is not None:
+                await idle()
         if pause:
             await sleep(pause)

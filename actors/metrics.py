@@ -10,7 +10,7 @@ from functools import cache
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-__all__ = ["HISTOGRAMS", "METRICS", "metric_names", "metrics"]
+__all__ = ["HISTOGRAMS", "METRICS", "RayCallMetrics", "call_tags", "metric_names", "metrics"]
 
 METRICS = (
     "hubsync_events_in",
@@ -111,3 +111,23 @@ def metric_names() -> frozenset[str]:
 def metrics() -> _Metrics:
     """The metrics, created once per process (Ray registers each name once)."""
     return _Metrics()
+
+
+def call_tags(activation_id: str, fingerprint: str, **more: str) -> dict[str, str]:
+    """A HubSpot call's metric tags: the activation and the token's fingerprint (never the token)."""
+    return {"activation": activation_id or "-", "token": fingerprint, **more}
+
+
+class RayCallMetrics:
+    """A RateGovernor's HubSpot answers, counted in Ray's metrics (GovernorCore's sink)."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self._fingerprint = fingerprint
+
+    def call(self, activation_id: str, status: int) -> None:
+        tags = call_tags(activation_id, self._fingerprint, status=str(status))
+        metrics().calls.inc(tags=tags)
+
+    def rate_limited(self, activation_id: str, policy: str | None) -> None:
+        tags = call_tags(activation_id, self._fingerprint, policy=policy or "unknown")
+        metrics().rate_limited.inc(tags=tags)

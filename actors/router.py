@@ -22,9 +22,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-
 from actors.messages import Change, encode_changes
 from crm.properties import ValueFormatError, format_value
 from events.activations import Activations
@@ -37,19 +34,15 @@ from events.model import (
     InvalidEvent,
     check_value,
 )
-from events.projections import Projections
+from events.ports import ProjectionStore, Storage
 from events.streams import (
-    DEAD_LETTERS_MAX,
+    INBOX_FIELD,
     MAX_ENTRY_BYTES,
     DeadLetter,
-    DeadLetters,
     Entry,
-    Keys,
-    StreamConsumer,
     decode_entries,
     describe_error,
     partition_of,
-    trim_acknowledged,
 )
 
 __all__ = ["INBOX_FIELD", "RouterCore", "RouterStats"]
@@ -60,8 +53,6 @@ _Change = AudienceEntered | AudienceLeft | AttributeChanged  # what a change str
 
 GROUP = "routers"
 TRIM_EVERY_S = 1.0  # how often a Router trims its change stream (XINFO + XPENDING + XTRIM)
-INBOX_FIELD = b"c"
-"""The field of an inbox entry: the msgpack ``encode_changes`` payload of one step's changes."""
 
 
 @dataclass
@@ -86,36 +77,29 @@ class RouterCore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
+        storage: Storage,
         partition: int,
         *,
         count: int = 2000,
         block_ms: int = 200,
         partitions: int | None = None,
         max_entry_bytes: int = MAX_ENTRY_BYTES,
-        dead_letters_max: int = DEAD_LETTERS_MAX,
         change_retention_s: float = 0.0,
         trim_every_s: float = TRIM_EVERY_S,
-        projections: Projections | None = None,
+        projections: ProjectionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``partitions``: P, if Redis does not hold it yet (``start`` reads the stored one);
-        ``projections``: a seam for tests; ``clock``: paces trimming (monotonic seconds)."""
+        """``partitions``: P, if the storage does not hold it yet (``start`` reads the stored
+        one); ``projections``: a seam for tests; ``clock``: paces trimming (monotonic seconds).
+        The dead-letter stream's bound is the storage's."""
         self.partition = partition
         self.stats = RouterStats()
-        self._redis = redis
-        self._keys = keys
-        self._consumer = StreamConsumer(
-            redis,
-            keys.changes(partition),
-            GROUP,
-            f"router-{partition}",
-            count=count,
-            block_ms=block_ms,
+        self._storage = storage
+        self._keys = storage.keys
+        self._consumer = storage.changes.reader(
+            partition, GROUP, f"router-{partition}", count=count, block_ms=block_ms
         )
-        self._dead = DeadLetters(redis, keys, maxlen=dead_letters_max)
-        self._projections = projections or Projections(redis, keys)
+        self._projections = projections or storage.projections
         self._partitions = partitions
         self._max_entry_bytes = max_entry_bytes
         self._retention_s = change_retention_s
@@ -132,11 +116,11 @@ class RouterCore:
 
     async def start(self) -> None:
         await self._consumer.ensure_group()
-        await self._catalog.refresh(self._redis, self._keys)
+        await self._catalog.fold(self._storage.catalog)
         self._projection_position = await self._projections.position(self.partition)
-        stored = await self._redis.hget(self._keys.config, "partitions")
+        stored = await self._storage.config.stored_partitions()
         if stored is not None:
-            self._partitions = int(stored)  # the count producers partition by, fixed once written
+            self._partitions = stored  # the count producers partition by, fixed once written
 
     async def step(self, *, block: bool = True) -> int:
         """Read, check, project, route, deliver, acknowledge; returns the entries completed."""
@@ -170,7 +154,7 @@ class RouterCore:
         decoded, dead = decode_entries(entries, max_entry_bytes=self._max_entry_bytes)
         # Every step: a redefined enumeration's options, an audience deleted or defined again,
         # are followed without a restart. It is one XRANGE from the last id folded.
-        await self._catalog.refresh(self._redis, self._keys)
+        await self._catalog.fold(self._storage.catalog)
         valid: list[tuple[int, _Change, str, str]] = []
         for entry, event in decoded:
             try:
@@ -185,7 +169,7 @@ class RouterCore:
             after=self._projection_position,
         )
         # Routes are read after the projection is written: an activation whose backfill read the
-        # projection before this write is already in the routes we read now (see ARCHITECTURE).
+        # projection before this write is already in the routes we read now (ARCHITECTURE.md step 4).
         await self._refresh_routes()
         routes: dict[str, list[Change]] = defaultdict(list)
         for pos, event, key, value in valid:
@@ -246,15 +230,14 @@ class RouterCore:
         if self._trimmed_at is not None and now - self._trimmed_at < self._trim_every_s:
             return
         self._trimmed_at = now
-        try:
-            self.stats.trimmed += await trim_acknowledged(
-                self._redis, self._consumer.stream, retention_s=self._retention_s
-            )
-        except ResponseError as exc:  # e.g. an ACL without XINFO: routing matters more
-            log.warning("router %d: cannot trim %s: %s", self.partition, self._consumer.stream, exc)
+        # A storage that may not trim (e.g. an ACL without XINFO) logs it and trims nothing:
+        # routing matters more.
+        self.stats.trimmed += await self._storage.changes.trim_acknowledged(
+            self.partition, retention_s=self._retention_s
+        )
 
     async def _refresh_routes(self) -> None:
-        await self._activations.refresh(self._redis, self._keys)
+        await self._activations.fold(self._storage.activations)
         if self._activations.last_id == self._routes_at:
             return
         subscribers: dict[str, list[str]] = defaultdict(list)
@@ -266,22 +249,17 @@ class RouterCore:
 
     async def _deliver(self, step: _Step) -> None:
         """Append each live activation's changes to its inbox, one entry per activation, in one
-        pipeline with the step's dead letters. Never a call to an actor: a frozen one cannot
+        round trip with the step's dead letters. Never a call to an actor: a frozen one cannot
         hold this router up, and a deleted one is not brought back."""
         live = set(self._activations.by_id)
         todo = {a: c for a, c in step.routes.items() if a in live}
-        pipe = self._redis.pipeline(transaction=False)
-        for letter in step.dead:
-            self._dead.park_in(pipe, letter)
-        for activation_id, changes in todo.items():
-            pipe.xadd(self._keys.inbox(activation_id), {INBOX_FIELD: encode_changes(changes)})
         # An activation deleted since this router last wrote to it: its inbox goes with it (the
         # Supervisor deletes it too, but may have done so before this router's last append).
         gone = self._written_to - live
-        for activation_id in gone:
-            pipe.delete(self._keys.inbox(activation_id))
         if step.dead or todo or gone:
-            await pipe.execute()
+            await self._storage.inboxes.deliver(
+                {a: encode_changes(c) for a, c in todo.items()}, letters=step.dead, drop=gone
+            )
         self._written_to = (self._written_to - gone) | set(todo)
         for activation_id, changes in todo.items():
             self.stats.routed += len(changes)

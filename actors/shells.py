@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,21 +20,25 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, WriteReport
+from actors.governor import GovernorCore
+from actors.governor_port import GovernorPort, Permit
 from actors.loops import forever
+from actors.messages import WriteReport
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
 from actors.supervisor import SupervisorCore
 from crm.plans import REQUEST_TIMEOUT_S
 from crm.properties import PropertySpec
 from events.connection import connect
+from events.redis_backend import RedisStorage
 from events.streams import DEAD_LETTERS_MAX, MAX_ENTRY_BYTES, Keys
-from scheduler import DampingPolicy
+from scheduler import DampingPolicy, Lane
 
 __all__ = [
     "CHECKPOINT_TIMEOUT_S",
     "ActivationActor",
     "RateGovernor",
+    "RayGovernor",
     "RouterActor",
     "Settings",
     "SupervisorActor",
@@ -116,6 +121,10 @@ def describe_governor(status: dict[str, Any]) -> str:
 
 def _redis(settings: Settings) -> aioredis.Redis:
     return connect(settings.redis_url)
+
+
+def _storage(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX) -> RedisStorage:
+    return RedisStorage(_redis(settings), settings.keys, dead_letters_max=dead_letters_max)
 
 
 def _metrics() -> Any:
@@ -204,8 +213,6 @@ class _RayPlacement:
 class _Located:
     async def where(self) -> dict[str, Any]:
         """This actor's process and node (for operators and tests)."""
-        import os
-
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
@@ -215,7 +222,7 @@ class SupervisorActor(_Located):
         self._settings = settings
         self._placement = _RayPlacement(settings)
         self.core = SupervisorCore(
-            _redis(settings), settings.keys, self._placement, partitions=settings.partitions
+            _storage(settings), self._placement, partitions=settings.partitions
         )
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(
@@ -290,12 +297,10 @@ class RouterActor(_Located):
     def __init__(self, settings: Settings, partition: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self.core = RouterCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings, dead_letters_max=settings.dead_letters_max),
             partition,
             partitions=settings.partitions,
             max_entry_bytes=settings.max_entry_bytes,
-            dead_letters_max=settings.dead_letters_max,
             change_retention_s=settings.change_retention_s,
         )
         self._tag = {"partition": str(partition)}
@@ -344,36 +349,61 @@ class RouterActor(_Located):
         }
 
 
-class _GovernorPort:
-    """An ActivationCore's view of its governor actor."""
+class RayGovernor:
+    """The GovernorPort over a RateGovernor actor's handle: what an ActivationCore (or the API)
+    holds of its token's governor in production."""
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
 
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self._h.turn.remote(activation_id, lane)
+    async def turn(self, activation_id: str, lane: Lane) -> Permit:
+        permit: Permit = await self._h.turn.remote(activation_id, lane)
+        return permit
 
-    async def release(self, activation_id: str) -> None:
-        await self._h.release.remote(activation_id)
+    async def release(self, permit: Permit) -> None:
+        await self._h.release.remote(permit)
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self._h.upsert.remote(activation_id, lane, contacts)
+        report: WriteReport = await self._h.upsert.remote(activation_id, lane, contacts, permit)
+        return report
 
     async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        records: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self._h.update.remote(activation_id, lane, records)
+        report: WriteReport = await self._h.update.remote(activation_id, lane, records, permit)
+        return report
 
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self._h.read_ids.remote(activation_id, lane, emails)
+    async def read_ids(
+        self, activation_id: str, lane: Lane, emails: list[str], permit: Permit | None = None
+    ) -> dict[str, str]:
+        ids: dict[str, str] = await self._h.read_ids.remote(activation_id, lane, emails, permit)
+        return ids
+
+    async def read_contact(
+        self, activation_id: str, email: str, properties: list[str]
+    ) -> dict[str, str | None] | None:
+        found: dict[str, str | None] | None = await self._h.read_contact.remote(
+            activation_id, email, properties
+        )
+        return found
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self._h.ensure_schema.remote(activation_id, specs)
+        problems: dict[str, str] = await self._h.ensure_schema.remote(activation_id, specs)
+        return problems
 
     async def archive(self, activation_id: str, name: str) -> bool:
-        return await self._h.archive.remote(activation_id, name)
+        archived: bool = await self._h.archive.remote(activation_id, name)
+        return archived
 
 
 class ActivationActor(_Located):
@@ -382,10 +412,9 @@ class ActivationActor(_Located):
         self._handles = _Handles(settings)
         self._tag = {"activation": activation_id}
         self.core = ActivationCore(
-            _redis(settings),
-            settings.keys,
+            _storage(settings),
             activation_id,
-            lambda fingerprint: _GovernorPort(self._handles.get("governor", fingerprint)),
+            lambda fingerprint: RayGovernor(self._handles.get("governor", fingerprint)),
             linger=settings.linger_ms / 1000,
             damping=settings.damping,
             on_written=self._written,
@@ -444,8 +473,16 @@ class ActivationActor(_Located):
 class RateGovernor(_Located):
     def __init__(self, settings: Settings, fingerprint: str) -> None:
         logging.basicConfig(level=logging.INFO)
+        from actors.metrics import RayCallMetrics
+
         self.core = GovernorCore(
-            _redis(settings), settings.keys, fingerprint, http_timeout=settings.http_timeout_s
+            _storage(settings),
+            fingerprint,
+            # Read here, in the actor's process: never an actor constructor argument (Ray shows
+            # those in its dashboard).
+            secret_key=os.environ.get("HUBSYNC_SECRET_KEY"),
+            metrics=RayCallMetrics(fingerprint),
+            http_timeout=settings.http_timeout_s,
         )
         self.core.start()
         self._tag = {"token": fingerprint}
@@ -475,29 +512,41 @@ class RateGovernor(_Located):
         """What the Actors tab's Repr column says, now."""
         return repr(self)
 
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self.core.turn(activation_id, lane)
+    # The GovernorPort, served to RayGovernor (actors.governor_port documents each call).
 
-    async def release(self, activation_id: str) -> None:
-        self.core.release(activation_id)
+    async def turn(self, activation_id: str, lane: Lane) -> Permit:
+        return await self.core.turn(activation_id, lane)
+
+    async def release(self, permit: Permit) -> None:
+        await self.core.release(permit)
 
     async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        contacts: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self.core.upsert(activation_id, lane, contacts)
+        return await self.core.upsert(activation_id, lane, contacts, permit)
 
     async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
+        self,
+        activation_id: str,
+        lane: Lane,
+        records: list[tuple[str, dict[str, str]]],
+        permit: Permit | None = None,
     ) -> WriteReport:
-        return await self.core.update(activation_id, lane, records)
+        return await self.core.update(activation_id, lane, records, permit)
+
+    async def read_ids(
+        self, activation_id: str, lane: Lane, emails: list[str], permit: Permit | None = None
+    ) -> dict[str, str]:
+        return await self.core.read_ids(activation_id, lane, emails, permit)
 
     async def read_contact(
         self, activation_id: str, email: str, properties: list[str]
     ) -> dict[str, str | None] | None:
         return await self.core.read_contact(activation_id, email, properties)
-
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self.core.read_ids(activation_id, lane, emails)
 
     async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
         return await self.core.ensure_schema(activation_id, specs)
@@ -532,3 +581,6 @@ def activation_actor(settings: Settings, activation_id: str) -> Any:
 def governor_actor(settings: Settings, fingerprint: str) -> Any:
     opts = placed(actor_name("governor", fingerprint), settings.namespace, settings.actor_resource)
     return remote_class(RateGovernor).options(**opts).remote(settings, fingerprint)
+
+
+_: type[GovernorPort] = RayGovernor  # mypy: the Ray adapter implements the one GovernorPort

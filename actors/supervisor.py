@@ -21,13 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
+from actors.loops import forever
 from events.activations import Activations
 from events.catalog import Catalog
 from events.model import ActivationDeleted, ControlEvent, InvalidEvent, decode_control_event
-from events.projections import Projections
-from events.streams import Keys, ensure_partitions, read_after
+from events.ports import EventStream, Storage
 
 __all__ = ["Placement", "SupervisorCore", "compact_control", "leftover_entries"]
 
@@ -59,13 +57,11 @@ class _Folded(Activations):
         super().evolve(event, pos)
 
 
-async def leftover_entries(
-    redis: aioredis.Redis, keys: Keys, activation_ids: set[str]
-) -> list[str]:
+async def leftover_entries(control: EventStream, activation_ids: set[str]) -> list[str]:
     """Ids of the control entries of ``activation_ids`` that compaction removes: all of theirs but
     the ``activation_deleted`` ones. Empty once the Supervisor compacted them."""
     out = []
-    async for entry_id, raw in read_after(redis, keys.activations, "0-0"):
+    async for entry_id, raw in control.read_after("0-0"):
         try:
             event = decode_control_event(raw or b"")
         except InvalidEvent:
@@ -75,20 +71,26 @@ async def leftover_entries(
     return out
 
 
-async def compact_control(redis: aioredis.Redis, keys: Keys, activation_ids: set[str]) -> int:
-    """XDEL the control entries of deleted ``activation_ids`` but their deletions; returns how many."""
-    stale = await leftover_entries(redis, keys, activation_ids)
-    for start in range(0, len(stale), 500):
-        await redis.xdel(keys.activations, *stale[start : start + 500])
+async def compact_control(control: EventStream, activation_ids: set[str]) -> int:
+    """Delete the control entries of deleted ``activation_ids`` but their deletions; returns how
+    many."""
+    stale = await leftover_entries(control, activation_ids)
+    await control.delete(stale)
     return len(stale)
 
 
 class SupervisorCore:
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, placement: Placement, *, partitions: int
+        self,
+        storage: Storage,
+        placement: Placement,
+        *,
+        partitions: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis
-        self._keys = keys
+        """``clock``: monotonic seconds, for how long deleted activations are swept again."""
+        self._storage = storage
+        self._clock = clock
         self._placement = placement
         self._default_partitions = partitions
         self.partitions = 0
@@ -100,15 +102,12 @@ class SupervisorCore:
         self.catalog = Catalog()
         self._dropped_audiences: set[str] = set()
         self._dropped_attributes: set[str] = set()
-        self.failures = 0
 
     async def reconcile(self) -> None:
         if not self.partitions:
-            self.partitions = await ensure_partitions(
-                self._redis, self._keys, self._default_partitions
-            )
-        await self.activations.refresh(self._redis, self._keys)
-        await self.catalog.refresh(self._redis, self._keys)
+            self.partitions = await self._storage.config.partitions(self._default_partitions)
+        await self.activations.fold(self._storage.activations)
+        await self.catalog.fold(self._storage.catalog)
         for p in range(self.partitions):
             self._placement.ensure_router(p)
 
@@ -127,7 +126,7 @@ class SupervisorCore:
         for fingerprint in self._placement.running("governor") - fingerprints:
             await self._placement.stop("governor", fingerprint)
 
-        projections = Projections(self._redis, self._keys)
+        projections = self._storage.projections
         for audience_id in self.catalog.deleted_audiences - self._dropped_audiences:
             await projections.drop_audience(audience_id, self.partitions)
             self._dropped_audiences.add(audience_id)
@@ -138,7 +137,7 @@ class SupervisorCore:
     async def _compact_deleted(self) -> None:
         """Remove every trace of the deleted activations whose actor is gone: their keys, then
         their control entries (the CLI's `activation delete` waits for the latter)."""
-        now = time.monotonic()
+        now = self._clock()
         for activation_id, until in list(self._sweep_until.items()):
             await self._forget_activation(activation_id)
             if now > until:
@@ -149,7 +148,7 @@ class SupervisorCore:
         gone = pending - self._placement.running("activation")
         for activation_id in gone:
             await self._forget_activation(activation_id)
-        removed = await compact_control(self._redis, self._keys, gone)
+        removed = await compact_control(self._storage.activations, gone)
         if removed:
             log.info("compacted %d control entries of %d deleted activations", removed, len(gone))
         self._compacted |= gone
@@ -158,13 +157,7 @@ class SupervisorCore:
     async def _forget_activation(self, activation_id: str) -> None:
         """Delete every key of the activation: its snapshot and each ``act:{<id>}:*`` key
         (inbox, status, and any that a later version adds under that prefix)."""
-        k = self._keys
-        doomed = [k.snapshot(f"activation:{activation_id}")]
-        pattern = _glob_escape(k.inbox(activation_id).removesuffix("inbox")) + "*"
-        async for key in self._redis.scan_iter(match=pattern, count=1000):
-            doomed.append(key)
-        for key in doomed:  # one by one: on a Redis Cluster a multi-key DEL must stay in one slot
-            await self._redis.delete(key)
+        await self._storage.forget_activation(activation_id)
 
     async def run(
         self,
@@ -175,19 +168,18 @@ class SupervisorCore:
     ) -> None:
         """Reconcile as soon as the control stream gains an entry, and every ``interval``
         otherwise (the fallback that restarts actors Ray lost and drops deleted audiences'
-        projections); a failing step is logged and retried after a growing pause, never fatal."""
-        while not stop():
-            try:
-                await self.reconcile()
-                self.failures = 0
-            except Exception:
-                self.failures += 1
-                log.exception("reconcile failed (%d in a row); retrying", self.failures)
-            pause = min(interval * (1 + self.failures), 30.0)
-            if self.failures:
-                await sleep(pause)  # Redis may be what failed: no blocking read on it now
-            else:
-                await self.wait_for_control(pause, sleep)
+        projections); a failing step is logged and retried after the actors' backoff (a plain
+        sleep: Redis may be what failed, so no blocking read on it then), never fatal."""
+        await forever(
+            "reconcile",
+            self.reconcile,
+            log=log,
+            base=interval,
+            cap=30.0,
+            idle=lambda: self.wait_for_control(min(interval, 30.0), sleep),
+            stop=stop,
+            sleep=sleep,
+        )
 
     async def wait_for_control(
         self, timeout: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -196,18 +188,8 @@ class SupervisorCore:
         ``timeout`` seconds (False): an ``activation create`` is placed at once, not at the
         next poll. A failing read waits out the timeout instead, so Redis down is no busy loop."""
         try:
-            reply = await self._redis.xread(
-                {self._keys.activations: self.activations.last_id},
-                count=1,
-                block=max(1, round(timeout * 1000)),
-            )
+            return await self._storage.activations.wait(self.activations.last_id, timeout)
         except Exception:
             log.exception("waiting on the control stream failed; polling instead")
             await sleep(timeout)
             return False
-        return bool(reply)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as a Redis MATCH pattern that matches exactly itself."""
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

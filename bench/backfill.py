@@ -36,7 +36,7 @@ GOAL_EFFICIENCY = 0.97
 WINDOW = 10.0
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     n = args.contacts
     redis = h.redis_of(stack)
     try:
@@ -124,7 +124,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
     return result
 
 
-async def _placed(stack: h.BenchStack, activation_id: str) -> tuple[Any, float]:
+async def _placed(stack: h.LocalStack, activation_id: str) -> tuple[Any, float]:
     """The activation's handle and when its name was registered (the Supervisor placed it)."""
     assert stack.config is not None
     deadline = time.monotonic() + 60.0
@@ -156,7 +156,7 @@ def _startup(
     }
 
 
-async def _trace(stack: h.BenchStack, handle: Any, trace: dict[str, list[Any]]) -> None:
+async def _trace(stack: h.LocalStack, handle: Any, trace: dict[str, list[Any]]) -> None:
     """Every 0.1 s: time an actor call (a slow answer means the actor's event loop was blocked)
     and read the emulator's 429 count; records [start, seconds] stalls over 0.2 s and [time] of
     each new 429, relative to the activation's creation."""

@@ -44,7 +44,7 @@ async def _trickle(
             await asyncio.sleep(delay)
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     n = args.contacts
     redis = h.redis_of(stack)
     sent: list[tuple[str, str]] = []

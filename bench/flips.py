@@ -97,7 +97,7 @@ class Plan:
             self.events = [e for events in self.rounds for e in events]
 
 
-async def _baseline_done(stack: h.BenchStack, handle: Any, contacts: int) -> dict[str, Any]:
+async def _baseline_done(stack: h.LocalStack, handle: Any, contacts: int) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while True:
         stats = await h.emulator_stats(stack)
@@ -115,7 +115,7 @@ async def _baseline_done(stack: h.BenchStack, handle: Any, contacts: int) -> dic
         await asyncio.sleep(0.25)
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     plans = [Plan(p, args.contacts, args.flips, args.rounds) for p in args.patterns]
     redis = h.redis_of(stack)
     results: dict[str, Any] = {}

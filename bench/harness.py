@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -29,17 +27,14 @@ import redis.asyncio as aioredis
 from crm.tokens import token_fingerprint
 from events.activations import Activations
 from events.model import ActivationCreated, ActivationPaused, CdpEvent, Plan
-from events.redis_server import RedisServer
-from events.secrets import Sealer, load_or_create_key
-from events.streams import Publisher, ensure_partitions, group_backlog
-from hubsync.config import Config, secret_key
-from hubsync.service import Service
+from events.secrets import Sealer
+from events.streams import Publisher, group_backlog
+from hubsync.config import secret_key
 from hubsync.stack import EmulatorProcess, LocalStack
 
 __all__ = [
     "STARTER_CEILING",
-    "BenchStack",
-    "CountingEmulatorProcess",
+    "LocalStack",
     "Row",
     "activation_handle",
     "actor_pid",
@@ -64,6 +59,9 @@ __all__ = [
     "xadd_seconds",
 ]
 
+COUNTING_EMULATOR = ("bench.counting_emulator",)
+"""The emulator, instrumented to keep every write time per contact (`python -m` this)."""
+
 STARTER_CEILING = 100 * 100 / 10.0  # contacts/s: 100 contacts per call x 100 calls per 10 s
 
 
@@ -74,63 +72,12 @@ def log(message: str) -> None:
 # --- the stack -------------------------------------------------------------------------------
 
 
-class CountingEmulatorProcess(EmulatorProcess):
-    """The emulator, instrumented to keep every write time per contact (bench.counting_emulator)."""
-
-    command = ("bench.counting_emulator",)
-
-
-@dataclass
-class BenchStack(LocalStack):
-    """LocalStack with a hook between "Redis and the emulator are up" and "hubsync starts", so a
-    scenario can fill the streams before any Router reads them, and an optional emulator class."""
-
-    before_service: Callable[[BenchStack], None] | None = None
-    counting_emulator: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.counting_emulator:
-            self.emulator = CountingEmulatorProcess(*self.emulator_args)
-
-    def start(self) -> BenchStack:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        self.redis = RedisServer(self.home / "redis").start()
-        self.emulator.start()
-        # The environment's HUBSYNC_* settings (a scenario may set some), then the stack's own.
-        self.config = dataclasses.replace(
-            Config.from_environ(os.environ),
-            redis_url=self.redis.url,
-            home=self.home,
-            partitions=self.partitions,
-            linger_ms=self.linger_ms,
-            secret_key=load_or_create_key(self.home),
-        )
-        if self.before_service is not None:
-            # The scenario publishes before hubsync starts: fix the partition count first,
-            # explicitly, as the `hubsync up` that follows would (publishers only read it).
-            asyncio.run(_fix_partitions(self.config))
-            self.before_service(self)
-        self.service = Service(self.config, dashboard=self.dashboard, log_to_driver=False)
-        self.service.start()
-        return self
-
-
-async def _fix_partitions(config: Config) -> None:
-    redis = aioredis.Redis.from_url(config.resolve_redis_url())
-    try:
-        await ensure_partitions(redis, config.keys, config.partitions)
-    finally:
-        await redis.aclose()
-
-
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 # A coroutine, not any awaitable: run_scenario hands it to asyncio.run.
-Scenario = Callable[[BenchStack, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
+Scenario = Callable[[LocalStack, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def code_state() -> dict[str, Any]:
@@ -161,7 +108,7 @@ def run_scenario(
     linger_ms: int = 250,
     partitions: int = 4,
     counting_emulator: bool = False,
-    before_service: Callable[[BenchStack], None] | None = None,
+    before_service: Callable[[LocalStack], None] | None = None,
 ) -> dict[str, Any]:
     """Start a stack, run the scenario, stop everything (also on error, Ctrl-C or SIGTERM)."""
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -170,11 +117,12 @@ def run_scenario(
     # (/tmp/ray/ray_current_cluster) or RAY_ADDRESS; a benchmark wants its own private Ray.
     os.environ["RAY_ADDRESS"] = "local"
     started = time.monotonic()
-    stack = BenchStack(
+    stack = LocalStack(
         emulator_args=tuple(emulator_args),
         partitions=partitions,
         linger_ms=linger_ms,
-        counting_emulator=counting_emulator,
+        environ=os.environ,  # a scenario may set HUBSYNC_* settings
+        emulator_command=COUNTING_EMULATOR if counting_emulator else EmulatorProcess.command,
         before_service=before_service,
     )
     try:

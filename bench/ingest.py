@@ -58,7 +58,7 @@ def workload(changes: int, contacts: int) -> list[CdpEvent]:
 
 
 def _prefill(args: argparse.Namespace, published: dict[str, Any]) -> Any:
-    def fill(stack: h.BenchStack) -> None:
+    def fill(stack: h.LocalStack) -> None:
         async def go() -> None:
             redis = h.redis_of(stack)
             try:
@@ -129,7 +129,7 @@ async def raw_rate(redis_url: str, events: list[CdpEvent], partitions: int) -> t
     return sum(counts) / seconds, sum(counts)
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     assert stack.config is not None
     published = args.published
     handle = await h.activation_handle(stack, "ingest")

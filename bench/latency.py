@@ -39,7 +39,7 @@ def trickle(prefix: str, count: int) -> list[AudienceEntered | AttributeChanged]
     return events
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     redis = h.redis_of(stack)
     try:
         publisher = h.publisher_of(stack, redis)

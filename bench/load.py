@@ -59,7 +59,7 @@ def prepared(count: int, contacts: int, partitions: int, keys: Any) -> list[tupl
     return out
 
 
-async def backlog(redis: Any, stack: h.BenchStack) -> int:
+async def backlog(redis: Any, stack: h.LocalStack) -> int:
     """Entries of the change streams the routers have not read yet (consumer-group lag)."""
     assert stack.config is not None
     keys = stack.config.keys
@@ -71,7 +71,7 @@ async def backlog(redis: Any, stack: h.BenchStack) -> int:
     )
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     assert stack.config is not None
     redis = h.redis_of(stack)
     publisher = h.publisher_of(stack, redis)

@@ -151,7 +151,7 @@ async def _settle_rss(handle: Any, pid: int, seconds: float) -> int:
     return h.pid_rss(pid)
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     assert stack.config is not None
     redis = h.redis_of(stack)
     try:

@@ -291,7 +291,7 @@ def _token_stats(stats: dict[str, Any], token: str) -> dict[str, Any]:
 class Run:
     """One run on one stack: each `*_throughput` and `*_storm` method is one peer's job."""
 
-    def __init__(self, stack: h.BenchStack, args: argparse.Namespace) -> None:
+    def __init__(self, stack: h.LocalStack, args: argparse.Namespace) -> None:
         self.stack = stack
         self.args = args
         self.url = stack.emulator.url
@@ -482,7 +482,7 @@ class Run:
         }
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     run = Run(stack, args)
     setup = run.sdk(_token())  # writes the storm's starting state for the SDK peers
     storm = Storm(args.storm_contacts, args.flips)

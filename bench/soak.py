@@ -343,7 +343,7 @@ async def backlog(redis: Any, stream: str) -> int:
 
 async def take_sample(
     redis: Any,
-    stack: h.BenchStack,
+    stack: h.LocalStack,
     handles: Mapping[str, Any],
     redis_pid: int,
     t: float,
@@ -384,7 +384,7 @@ async def take_sample(
 # --- the scenario ----------------------------------------------------------------------------
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     assert stack.config is not None
     redis = h.redis_of(stack)
     publisher_proc = PublisherProcess(stack.config.redis_url or "", args, stack.config.namespace)

@@ -1,6 +1,9 @@
 """HubSpot for hubsync: the API client, property naming/typing/values, and the local emulator.
 
-crm.client      HubSpotClient and its result values
+crm.client      HubSpotClient: one method, one HTTP request
+crm.results     what the client takes and returns (ContactUpsert, WriteResult, EnsureResult, ...)
+crm.wire        HubSpot's JSON as decoded (internal to the client)
+crm.schema      the multi-request workflows: ensure the property group and the properties
 crm.errors      the HubSpotError tree
 crm.ratelimit   RateLimitInfo (the X-HubSpot-RateLimit-* headers)
 crm.properties  PropertySpec, internal_name, audience_property, attribute_property, format_value
@@ -12,17 +15,7 @@ from crm.client import (
     DEFAULT_API_VERSION,
     DEFAULT_BASE_URL,
     ApiVersion,
-    BatchWriteResult,
-    ContactRecord,
-    ContactUpdate,
-    ContactUpsert,
-    EnsureOutcome,
-    EnsureResult,
     HubSpotClient,
-    PropertyError,
-    ReadResult,
-    WriteResult,
-    WriteStatus,
     api_paths,
     check_token,
 )
@@ -55,6 +48,19 @@ from crm.properties import (
     internal_name,
 )
 from crm.ratelimit import RateLimitInfo
+from crm.results import (
+    BatchWriteResult,
+    ContactRecord,
+    ContactUpdate,
+    ContactUpsert,
+    EnsureOutcome,
+    EnsureResult,
+    PropertyError,
+    ReadResult,
+    WriteResult,
+    WriteStatus,
+)
+from crm.schema import ensure_properties, ensure_property, ensure_property_group
 from crm.tokens import token_fingerprint
 
 __all__ = [
@@ -97,6 +103,9 @@ __all__ = [
     "attribute_property",
     "audience_property",
     "check_token",
+    "ensure_properties",
+    "ensure_property",
+    "ensure_property_group",
     "format_value",
     "internal_name",
     "token_fingerprint",

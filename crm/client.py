@@ -1,13 +1,15 @@
 """The HubSpot CRM client hubsync needs: one property group, its properties, contacts by email.
 
 Async, on an injected `httpx.AsyncClient`. The API version is chosen in ONE place
-(`HubSpotClient(api_version=...)`, paths from `api_paths`). Methods that send exactly one HTTP
-request say so; `ensure_*` may send several. Nothing is retried here: every failure is raised
+(`HubSpotClient(api_version=...)`, paths from `api_paths`). Every method sends exactly ONE HTTP
+request; the workflows that need several (ensure the group and the properties) are `crm.schema`.
+What the methods take and return is `crm.results`; HubSpot's JSON as decoded, `crm.wire`. Nothing is retried here: every failure is raised
 as a `crm.errors.HubSpotError` subclass with `.retryable`, and the caller (the RateGovernor)
 decides. Every response's rate-limit headers are read into a `RateLimitInfo`, exposed on
 results and errors.
 
-Hooks for the RateGovernor, called around EVERY HTTP request:
+Hooks for the RateGovernor, called around EVERY HTTP request (`with_hooks` gives one call its
+own hooks on a client that shares the token and the HTTP connections):
     before_request()                         awaited before sending (e.g. wait for a permit)
     after_response(rate_limit, status)       after the response (status 0 = no response:
                                              timeout or dropped connection); may be async
@@ -17,21 +19,19 @@ The access token never appears in a message, repr or log; `token_fingerprint` na
 
 from __future__ import annotations
 
-import asyncio
-import enum
+import copy
 import inspect
 import itertools
 import re
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import msgspec
 
 from crm.errors import (
-    ArchivedPropertyError,
     AuthenticationError,
     ConflictError,
     HubSpotError,
@@ -49,24 +49,36 @@ from crm.errors import (
 from crm.plans import BATCH_SIZE, DEFAULT_API_VERSION, REQUEST_TIMEOUT_S, ApiVersion
 from crm.properties import GROUP_LABEL, GROUP_NAME, PropertySpec, is_valid_property_name
 from crm.ratelimit import UNKNOWN, RateLimitInfo, parse_retry_after
+from crm.results import (
+    BatchWriteResult,
+    ContactRecord,
+    ContactUpdate,
+    ContactUpsert,
+    PropertiesCreated,
+    ReadResult,
+    TokenInfo,
+    WriteResult,
+    WriteStatus,
+)
 from crm.tokens import token_fingerprint, token_problem
+from crm.wire import (
+    Record,
+    StandardError,
+    TokenInfoBody,
+    context_list,
+    decode_batch,
+    decode_error,
+    decode_property_batch,
+    encode_json,
+    property_errors,
+)
 
 __all__ = [
     "DEFAULT_API_VERSION",
     "DEFAULT_BASE_URL",
+    "MAX_BATCH",
     "ApiVersion",
-    "BatchWriteResult",
-    "ContactRecord",
-    "ContactUpdate",
-    "ContactUpsert",
-    "EnsureOutcome",
-    "EnsureResult",
     "HubSpotClient",
-    "PropertyError",
-    "ReadResult",
-    "TokenInfo",
-    "WriteResult",
-    "WriteStatus",
     "api_paths",
     "check_token",
 ]
@@ -89,208 +101,6 @@ def api_paths(version: ApiVersion) -> tuple[str, str]:
     if version == "2026-03":
         return "/crm/objects/2026-03/contacts", "/crm/properties/2026-03/contacts"
     raise ValueError(f"unknown HubSpot API version {version!r}; use 'v3' or '2026-03'")
-
-
-# ---- values the client returns ---------------------------------------------------------------
-
-
-class ContactUpsert(msgspec.Struct, frozen=True):
-    """Set these properties on the contact with this email, creating it if needed."""
-
-    email: str
-    properties: dict[str, str]
-
-
-class ContactUpdate(msgspec.Struct, frozen=True):
-    """Set these properties on the contact with this HubSpot record id."""
-
-    id: str
-    properties: dict[str, str]
-
-
-class PropertyError(msgspec.Struct, frozen=True, kw_only=True):
-    """One property HubSpot named in an error: its internal name, HubSpot's code (e.g.
-    PROPERTY_DOESNT_EXIST, INVALID_OPTION, INVALID_NUMBER; None when HubSpot gave none) and
-    message."""
-
-    name: str
-    code: str | None = None
-    message: str = ""
-
-
-class WriteStatus(enum.StrEnum):
-    CREATED = "created"
-    WRITTEN = "written"
-    FAILED = "failed"
-
-
-class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The fate of one input: `key` is the lower-cased email (upsert) or the record id (update)."""
-
-    key: str
-    status: WriteStatus
-    trace_id: str
-    contact_id: str | None = None
-    category: str | None = None
-    message: str | None = None
-    property_errors: tuple[PropertyError, ...] = ()
-    """The properties HubSpot named as the cause of a failure, with its code for each."""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not WriteStatus.FAILED
-
-
-class BatchWriteResult(msgspec.Struct, frozen=True, kw_only=True):
-    results: tuple[WriteResult, ...]
-    status_code: int
-    rate_limit: RateLimitInfo
-    correlation_id: str | None = None
-
-    @property
-    def by_key(self) -> dict[str, WriteResult]:
-        return {r.key: r for r in self.results}
-
-    @property
-    def failed(self) -> tuple[WriteResult, ...]:
-        return tuple(r for r in self.results if not r.ok)
-
-    @property
-    def succeeded(self) -> tuple[WriteResult, ...]:
-        return tuple(r for r in self.results if r.ok)
-
-
-class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    email: str | None
-    properties: dict[str, str | None]
-
-
-class ReadResult(msgspec.Struct, frozen=True, kw_only=True):
-    found: dict[str, ContactRecord]
-    """Lower-cased email -> contact."""
-    missing: tuple[str, ...]
-    """Lower-cased emails HubSpot has no contact for."""
-    rate_limit: RateLimitInfo
-
-
-class EnsureOutcome(enum.StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    ARCHIVED = "archived"
-    """The name is in HubSpot's recycle bin; restore it in HubSpot (only with on_archived="report")."""
-
-
-class EnsureResult(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    outcome: EnsureOutcome
-    changed: tuple[str, ...] = ()
-    """The fields a PATCH brought back to the wanted definition."""
-
-
-class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What `access-token-info` says of a private-app token: its account, app and scopes."""
-
-    hub_id: int | None
-    app_id: int | None
-    user_id: int | None
-    scopes: tuple[str, ...]
-
-
-# ---- wire shapes decoded with msgspec (lenient: every field optional) -------------------------
-# HubSpot's schemas mark `errors`, `links` and `context` of a StandardError required and property
-# values as strings, but HubSpot itself is not always strict: members may be missing or null,
-# `subCategory` is an object in one schema and a string in another, a value may be null or "".
-# A member that may be missing is None here, and the code reads it with `or` (typed, no surprise).
-
-
-class _StandardError(msgspec.Struct):
-    status: Any = None
-    category: str | None = None
-    subCategory: Any = None
-    message: str | None = None
-    context: dict[str, Any] | None = None
-    errors: list[Any] | None = None
-    policyName: str | None = None
-
-
-class _Record(msgspec.Struct):
-    id: str
-    properties: dict[str, str | None] | None = None
-    new: bool | None = None
-    objectWriteTraceId: str | None = None
-
-
-class _BatchResponse(msgspec.Struct):
-    results: list[_Record] | None = None
-    errors: list[_StandardError] | None = None
-    status: str | None = None
-
-
-class _PropertyBatch(msgspec.Struct):
-    results: list[dict[str, Any]] | None = None
-    errors: list[_StandardError] | None = None
-
-
-class _TokenInfo(msgspec.Struct):
-    hubId: int | None = None
-    appId: int | None = None
-    userId: int | None = None
-    scopes: list[str] = []
-
-
-_decode_batch = msgspec.json.Decoder(_BatchResponse).decode
-_decode_property_batch = msgspec.json.Decoder(_PropertyBatch).decode
-_decode_error = msgspec.json.Decoder(_StandardError).decode
-_encode = msgspec.json.encode
-
-
-def _context_list(error: _StandardError, key: str) -> list[str]:
-    value = (error.context or {}).get(key)
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [str(value)] if value is not None else []
-
-
-_INVALID_VALUES = re.compile(r"Property values were not valid: (\[.*\])", re.DOTALL)
-
-
-def _property_errors(error: _StandardError) -> tuple[PropertyError, ...]:
-    """The properties an error names, with HubSpot's code for each: from `errors[].in` or
-    `errors[].context.propertyName` (the documented places), the error's own
-    `context.propertyName`, or the JSON list HubSpot puts in the message of a batch 400
-    ("Property values were not valid: [{"name": ..., "error": ...}]")."""
-    found: dict[str, PropertyError] = {}
-
-    def add(name: Any, code: Any, message: Any) -> None:
-        if isinstance(name, str) and name and name not in found:
-            found[name] = PropertyError(
-                name=name,
-                code=code if isinstance(code, str) else None,
-                message=message if isinstance(message, str) else "",
-            )
-
-    for detail in error.errors or ():
-        if not isinstance(detail, dict):
-            continue
-        raw_context = detail.get("context")
-        context = raw_context if isinstance(raw_context, dict) else {}
-        names = context.get("propertyName") or []
-        for name in [detail.get("in"), *(names if isinstance(names, list) else [names])]:
-            add(name, detail.get("code") or detail.get("subCategory"), detail.get("message"))
-    for name in _context_list(error, "propertyName"):
-        add(name, error.subCategory, error.message)
-    listed = _INVALID_VALUES.search(error.message or "")
-    if listed:
-        try:
-            problems = msgspec.json.decode(listed.group(1))
-        except msgspec.DecodeError:
-            problems = []
-        for problem in problems if isinstance(problems, list) else ():
-            if isinstance(problem, dict):
-                add(problem.get("name"), problem.get("error"), problem.get("message"))
-    return tuple(found.values())
 
 
 def check_token(token: str) -> None:
@@ -384,6 +194,20 @@ class HubSpotClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def with_hooks(
+        self,
+        *,
+        before_request: BeforeRequest | None = None,
+        after_response: AfterResponse | None = None,
+    ) -> HubSpotClient:
+        """This client with other hooks: same token, base URL, version and HTTP connections (it
+        never closes them). The governor gives each call its own, so each request knows its call."""
+        hooked = copy.copy(self)
+        hooked._owns_http = False
+        hooked._before = before_request
+        hooked._after = after_response
+        return hooked
+
     def _trace_id(self) -> str:
         return f"{self._trace_prefix}-{next(self._trace_counter)}"
 
@@ -404,7 +228,7 @@ class HubSpotClient:
         headers = {"Authorization": f"Bearer {self._token}"}
         content = None
         if json is not None:
-            content = _encode(json)
+            content = encode_json(json)
             headers["Content-Type"] = "application/json"
         failure: TransportError | None = None
         try:
@@ -432,9 +256,9 @@ class HubSpotClient:
     def _error_for(response: httpx.Response, info: RateLimitInfo, operation: str) -> HubSpotError:
         status = response.status_code
         try:
-            body = _decode_error(response.content) if response.content else _StandardError()
+            body = decode_error(response.content) if response.content else StandardError()
         except (msgspec.DecodeError, msgspec.ValidationError):
-            body = _StandardError(message=response.text[:300] or None)
+            body = StandardError(message=response.text[:300] or None)
         common: dict[str, Any] = {
             "status": status,
             "category": body.category,
@@ -470,9 +294,9 @@ class HubSpotClient:
         if status == 400:
             return ValidationError(
                 "HubSpot refused the request as invalid (400).",
-                ids=_context_list(body, "ids"),
+                ids=context_list(body, "ids"),
                 details=body.errors or [],
-                property_errors=_property_errors(body),
+                property_errors=property_errors(body),
                 **common,
             )
         if status == 404:
@@ -554,7 +378,7 @@ class HubSpotClient:
     ) -> BatchWriteResult:
         response, info = await self._request(method, path, operation, json=body)
         try:
-            parsed = _decode_batch(response.content)
+            parsed = decode_batch(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise UnexpectedResponseError(
                 f"HubSpot's {response.status_code} body is not a batch response ({exc}).",
@@ -586,11 +410,11 @@ class HubSpotClient:
             outcome[key] = WriteResult(
                 key=key, status=status, trace_id=trace_of[key], contact_id=record.id
             )
-        unattributed: list[_StandardError] = []
+        unattributed: list[StandardError] = []
         for error in parsed.errors or ():
-            hit = [by_trace[t] for t in _context_list(error, "objectWriteTraceId") if t in by_trace]
+            hit = [by_trace[t] for t in context_list(error, "objectWriteTraceId") if t in by_trace]
             if not hit:
-                ids = _context_list(error, "ids")
+                ids = context_list(error, "ids")
                 hit = [i.lower() if by_email else i for i in ids]
                 hit = [k for k in hit if k in known_keys]
             if not hit:
@@ -604,7 +428,7 @@ class HubSpotClient:
                         trace_id=trace_of[key],
                         category=error.category,
                         message=error.message,
-                        property_errors=_property_errors(error),
+                        property_errors=property_errors(error),
                     ),
                 )
         results = []
@@ -620,7 +444,7 @@ class HubSpotClient:
                     message=sole.message
                     if sole
                     else "HubSpot returned no result for this input; treat it as not written.",
-                    property_errors=_property_errors(sole) if sole else (),
+                    property_errors=property_errors(sole) if sole else (),
                 )
             results.append(result)
         return BatchWriteResult(
@@ -651,7 +475,7 @@ class HubSpotClient:
             "POST", f"{self._objects}/batch/read", "read contacts", json=body
         )
         try:
-            parsed = _decode_batch(response.content)
+            parsed = decode_batch(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise UnexpectedResponseError(
                 f"Unreadable batch read response ({exc}).",
@@ -688,7 +512,7 @@ class HubSpotClient:
             )
         except NotFoundError:
             return None
-        record = msgspec.json.decode(response.content, type=_Record)
+        record = msgspec.json.decode(response.content, type=Record)
         values = record.properties or {}
         return ContactRecord(id=record.id, email=values.get("email"), properties=values)
 
@@ -707,7 +531,7 @@ class HubSpotClient:
             json={"tokenKey": self._token},
         )
         try:
-            parsed = msgspec.json.decode(response.content, type=_TokenInfo)
+            parsed = msgspec.json.decode(response.content, type=TokenInfoBody)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise UnexpectedResponseError(
                 f"Unreadable token info response ({exc}).",
@@ -722,32 +546,36 @@ class HubSpotClient:
             scopes=tuple(parsed.scopes),
         )
 
-    # ---- property group and properties ---------------------------------------------------------
+    # ---- property group and properties (one request each; crm.schema composes them) ----------
 
-    async def ensure_property_group(
-        self, name: str = GROUP_NAME, label: str = GROUP_LABEL, display_order: int = -1
-    ) -> EnsureResult:
-        """Make the property group exist with this label. 1-3 requests (GET, POST or PATCH)."""
-        path = f"{self._properties}/groups/{_name_for_path(name)}"
+    def _group_path(self, name: str) -> str:
+        return f"{self._properties}/groups/{_name_for_path(name)}"
+
+    async def read_property_group(self, name: str = GROUP_NAME) -> dict[str, Any] | None:
+        """HubSpot's JSON for one property group, or None. ONE request."""
         try:
-            response, _ = await self._request("GET", path, "read property group")
-            group = response.json()
+            response, _ = await self._request("GET", self._group_path(name), "read property group")
         except NotFoundError:
-            try:
-                await self._request(
-                    "POST",
-                    f"{self._properties}/groups",
-                    "create property group",
-                    json={"name": name, "label": label, "displayOrder": display_order},
-                )
-                return EnsureResult(name=name, outcome=EnsureOutcome.CREATED)
-            except ConflictError:  # created meanwhile by someone else
-                response, _ = await self._request("GET", path, "read property group")
-                group = response.json()
-        if group.get("label") != label:
-            await self._request("PATCH", path, "update property group", json={"label": label})
-            return EnsureResult(name=name, outcome=EnsureOutcome.UPDATED, changed=("label",))
-        return EnsureResult(name=name, outcome=EnsureOutcome.UNCHANGED)
+            return None
+        group: dict[str, Any] = response.json()
+        return group
+
+    async def create_property_group(
+        self, name: str = GROUP_NAME, label: str = GROUP_LABEL, display_order: int = -1
+    ) -> None:
+        """Create a property group. ONE request; ConflictError if it exists already."""
+        await self._request(
+            "POST",
+            f"{self._properties}/groups",
+            "create property group",
+            json={"name": _name_for_path(name), "label": label, "displayOrder": display_order},
+        )
+
+    async def update_property_group(self, name: str, label: str) -> None:
+        """Give a property group this label. ONE request."""
+        await self._request(
+            "PATCH", self._group_path(name), "update property group", json={"label": label}
+        )
 
     async def read_property(self, name: str, *, archived: bool = False) -> dict[str, Any] | None:
         """HubSpot's JSON for one property, or None. ONE request."""
@@ -760,139 +588,72 @@ class HubSpotClient:
             )
         except NotFoundError:
             return None
-        return response.json()
-
-    async def _batch_read_properties(
-        self, names: list[str], archived: bool
-    ) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(names), MAX_BATCH):
-            chunk = names[start : start + MAX_BATCH]
-            response, _ = await self._request(
-                "POST",
-                f"{self._properties}/batch/read",
-                "read properties",
-                json={
-                    "inputs": [{"name": n} for n in chunk],
-                    "archived": archived,
-                    "dataSensitivity": "non_sensitive",
-                },
-            )
-            for prop in _decode_property_batch(response.content).results or ():
-                if prop.get("name") in chunk and bool(prop.get("archived")) == archived:
-                    found[prop["name"]] = prop
+        found: dict[str, Any] = response.json()
         return found
 
-    async def ensure_properties(
-        self,
-        specs: Sequence[PropertySpec],
-        *,
-        on_archived: Literal["raise", "report"] = "raise",
-        before_writes: Awaitable[object] | None = None,
-    ) -> list[EnsureResult]:
-        """Make each property exist and match its spec. Idempotent; several requests:
-        batch read (1 per 100), batch read of archived names if some are missing, batch
-        create of the missing, one PATCH per drifted property (the PATCHes at once).
-
-        ``before_writes`` (e.g. the task making their property group) is awaited after the
-        reads and before the first create or PATCH: the reads overlap it, the writes need it.
-
-        A name found only in HubSpot's recycle bin is not re-created: with on_archived="raise"
-        an ArchivedPropertyError names them (after everything else is ensured); with "report"
-        they come back as EnsureOutcome.ARCHIVED.
-        """
-        names = [_name_for_path(s.name) for s in specs]
-        if len(set(names)) != len(names):
-            raise ValueError("property specs must have unique names")
-        by_name = {s.name: s for s in specs}
-        existing = await self._batch_read_properties(names, archived=False) if names else {}
-        missing = [n for n in names if n not in existing]
-        archived = await self._batch_read_properties(missing, archived=True) if missing else {}
-        to_create = [n for n in missing if n not in archived]
-        if before_writes is not None:
-            await before_writes
-        created: set[str] = set()
-        for start in range(0, len(to_create), MAX_BATCH):
-            chunk = to_create[start : start + MAX_BATCH]
-            created |= await self._create_properties(
-                [by_name[n] for n in chunk], existing, archived
-            )
-        results: dict[str, EnsureResult] = {}
-        for name in names:
-            if name in created:
-                results[name] = EnsureResult(name=name, outcome=EnsureOutcome.CREATED)
-            elif name in archived:
-                results[name] = EnsureResult(name=name, outcome=EnsureOutcome.ARCHIVED)
-        # Drifted properties do not depend on each other: their PATCHes go out together.
-        kept = [n for n in names if n not in results]
-        patched = await asyncio.gather(
-            *(self._reconcile(by_name[n], existing[n]) for n in kept), return_exceptions=True
+    async def read_properties(
+        self, names: Sequence[str], *, archived: bool
+    ) -> dict[str, dict[str, Any]]:
+        """HubSpot's JSON of the properties it has by these names (live, or only the archived
+        ones), by name. ONE request (`batch/read`); <=100 names."""
+        _check_batch(names)
+        wanted = [_name_for_path(n) for n in names]
+        response, _ = await self._request(
+            "POST",
+            f"{self._properties}/batch/read",
+            "read properties",
+            json={
+                "inputs": [{"name": n} for n in wanted],
+                "archived": archived,
+                "dataSensitivity": "non_sensitive",
+            },
         )
-        for name, result in zip(kept, patched, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            results[name] = result
-        if on_archived == "raise" and archived:
-            listed = ", ".join(sorted(archived))
-            raise ArchivedPropertyError(
-                f"HubSpot holds these properties in its recycle bin (archived): {listed}.",
-                names=sorted(archived),
-                operation="ensure properties",
-            )
-        return [results[n] for n in names]
+        found: dict[str, dict[str, Any]] = {}
+        for prop in decode_property_batch(response.content).results or ():
+            if prop.get("name") in wanted and bool(prop.get("archived")) == archived:
+                found[prop["name"]] = prop
+        return found
 
-    async def _create_properties(
-        self,
-        specs: list[PropertySpec],
-        existing: dict[str, dict[str, Any]],
-        archived: dict[str, dict[str, Any]],
-    ) -> set[str]:
+    async def create_properties(self, specs: Sequence[PropertySpec]) -> PropertiesCreated:
+        """Create properties. ONE request (`batch/create`); <=100 specs. Names HubSpot says exist
+        already (live or archived) are listed in `conflicts`; definitions it refuses raise
+        ValidationError, with their names as `ids`."""
+        _check_batch(specs)
         response, info = await self._request(
             "POST",
             f"{self._properties}/batch/create",
             "create properties",
             json={"inputs": [s.to_create_body() for s in specs]},
         )
-        parsed = _decode_property_batch(response.content)
-        created = {p.get("name") for p in parsed.results or ()}
+        parsed = decode_property_batch(response.content)
+        created = [p.get("name") for p in parsed.results or ()]
+        conflicts: list[str] = []
         failures = []
         for error in parsed.errors or ():
-            names = _context_list(error, "name")
+            names = context_list(error, "name")
             if error.category in ("OBJECT_ALREADY_EXISTS", "CONFLICT") and names:
-                for name in names:  # created meanwhile, or archived: read which
-                    live = await self.read_property(name)
-                    if live is not None:
-                        existing[name] = live
-                    else:
-                        archived[name] = await self.read_property(name, archived=True) or {}
+                conflicts += names
             else:
                 failures.append(error)
         if failures:
             raise ValidationError(
                 "HubSpot refused some property definitions.",
-                ids=[n for e in failures for n in _context_list(e, "name")],
+                ids=[n for e in failures for n in context_list(e, "name")],
                 details=[e.message for e in failures],
                 hubspot_message="; ".join(e.message or "" for e in failures),
                 status=response.status_code,
                 rate_limit=info,
                 operation="create properties",
             )
-        return {n for n in created if isinstance(n, str)}
+        return PropertiesCreated(
+            created=tuple(n for n in created if isinstance(n, str)), conflicts=tuple(conflicts)
+        )
 
-    async def _reconcile(self, spec: PropertySpec, current: dict[str, Any]) -> EnsureResult:
-        patch = spec.drift(current)
-        if not patch:
-            return EnsureResult(name=spec.name, outcome=EnsureOutcome.UNCHANGED)
+    async def update_property(self, name: str, patch: dict[str, Any]) -> None:
+        """Change these fields of a property's definition. ONE request (PATCH)."""
         await self._request(
-            "PATCH", f"{self._properties}/{spec.name}", "update property", json=patch
+            "PATCH", f"{self._properties}/{_name_for_path(name)}", "update property", json=patch
         )
-        return EnsureResult(
-            name=spec.name, outcome=EnsureOutcome.UPDATED, changed=tuple(sorted(patch))
-        )
-
-    async def ensure_property(self, spec: PropertySpec) -> EnsureResult:
-        """`ensure_properties` for one spec."""
-        return (await self.ensure_properties([spec]))[0]
 
     async def archive_property(self, name: str) -> bool:
         """Move a property to HubSpot's recycle bin. ONE request. False if it was not there

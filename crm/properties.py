@@ -41,7 +41,7 @@ GROUP_NAME = "raptor_smart_advisor_cdp"
 GROUP_LABEL = "Raptor Smart Advisor CDP"
 NAME_PREFIX = "raptor_"
 MAX_NAME_LENGTH = 100
-"""HubSpot's limit is UNVERIFIED (hubspot-api.md §2); 100 is the emulator's default too."""
+"""HubSpot's limit is UNVERIFIED (docs/hubspot-api.md §2); 100 is the emulator's default too."""
 MAX_STRING_LENGTH = 65_536
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

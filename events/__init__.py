@@ -1,6 +1,7 @@
 """The event model and the event log on Redis Streams."""
 
 from events.catalog import Catalog
+from events.memory import MemoryStorage
 from events.model import (
     ActivationCreated,
     ActivationDeleted,
@@ -26,7 +27,9 @@ from events.model import (
     encode,
     normalise_email,
 )
+from events.ports import Storage
 from events.projections import Member, Projections, ValueRow
+from events.redis_backend import RedisStorage
 from events.snapshots import Snapshot, SnapshotStore
 from events.streams import (
     DeadLetter,
@@ -66,10 +69,13 @@ __all__ = [
     "InvalidEvent",
     "Keys",
     "Member",
+    "MemoryStorage",
     "Projections",
     "Publisher",
+    "RedisStorage",
     "Snapshot",
     "SnapshotStore",
+    "Storage",
     "StreamConsumer",
     "ValueRow",
     "append_control",

@@ -44,8 +44,10 @@ from events.model import (
     decode_control_event,
     encode,
 )
+from events.ports import EventStream
+from events.redis_backend import RedisEventStream
 from events.secrets import Sealer, SecretError, is_legacy
-from events.streams import EVENT_FIELD, Keys, position, read_after
+from events.streams import EVENT_FIELD, Keys, position
 
 __all__ = [
     "ActivationSpec",
@@ -233,9 +235,14 @@ class Activations(msgspec.Struct):
                 spec.token_sealed = sealed  # bound to this activation: it opens nowhere else
 
     async def refresh(self, redis: aioredis.Redis, keys: Keys) -> int:
-        """Fold what the control stream gained since the last refresh; returns how many entries."""
+        """Fold what the control stream on ``redis`` gained since the last refresh; returns how
+        many entries (the entry points' way; the cores fold their Storage's stream)."""
+        return await self.fold(RedisEventStream(redis, keys.activations))
+
+    async def fold(self, stream: EventStream) -> int:
+        """Fold what the control stream gained since the last fold; returns how many entries."""
         seen = 0
-        async for entry_id, raw in read_after(redis, keys.activations, self.last_id):
+        async for entry_id, raw in stream.read_after(self.last_id):
             self.last_id = entry_id
             seen += 1
             try:

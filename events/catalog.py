@@ -19,7 +19,9 @@ from events.model import (
     CdpEvent,
     decode_cdp_event,
 )
-from events.streams import Keys, read_after
+from events.ports import EventStream
+from events.redis_backend import RedisEventStream
+from events.streams import Keys
 
 __all__ = ["Catalog"]
 
@@ -49,9 +51,14 @@ class Catalog(msgspec.Struct):
                 self.deleted_attributes.add(attr)
 
     async def refresh(self, redis: aioredis.Redis, keys: Keys) -> int:
-        """Fold what the catalog stream gained since the last refresh; returns how many entries."""
+        """Fold what the catalog stream on ``redis`` gained since the last refresh; returns how
+        many entries (the entry points' way; the cores fold their Storage's stream)."""
+        return await self.fold(RedisEventStream(redis, keys.catalog))
+
+    async def fold(self, stream: EventStream) -> int:
+        """Fold what the catalog stream gained since the last fold; returns how many entries."""
         seen = 0
-        async for entry_id, raw in read_after(redis, keys.catalog, self.last_id):
+        async for entry_id, raw in stream.read_after(self.last_id):
             self.last_id = entry_id
             seen += 1
             try:

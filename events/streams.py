@@ -47,6 +47,8 @@ __all__ = [
     "DEAD_LETTERS_MAX",
     "DEAD_RAW_BYTES",
     "DEFAULT_PARTITIONS",
+    "EVENT_FIELD",
+    "INBOX_FIELD",
     "MAX_ENTRY_BYTES",
     "DeadLetter",
     "DeadLetters",
@@ -73,6 +75,7 @@ __all__ = [
 
 DEFAULT_PARTITIONS = 4
 EVENT_FIELD = b"event"
+INBOX_FIELD = b"c"  # an inbox entry's one field: the msgpack payload of one Router step's changes
 SEQ_BITS = 20  # positions pack a stream id's sequence into 20 bits: ids stay totally ordered
 MAX_ENTRY_BYTES = 64 * 1024  # an entry larger than this is parked unread (HUBSYNC_MAX_ENTRY_BYTES)
 DEAD_RAW_BYTES = 4 * 1024  # a dead letter keeps at most this much of the entry

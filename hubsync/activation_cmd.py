@@ -231,15 +231,7 @@ def follow(config: Config, activation_id: str, *, timeout: float | None = None) 
     on a terminal, quietly otherwise."""
     import time
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    from hubsync.progress import progress_bars
     from hubsync.views import read_status
 
     console = Console(stderr=True)
@@ -248,15 +240,8 @@ def follow(config: Config, activation_id: str, *, timeout: float | None = None) 
         started = time.monotonic()
         tasks: dict[str, Any] = {}
         seen_after = time.time()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
+        with progress_bars(
+            console, percent=True, details="{task.fields[rate]}", disable=not console.is_terminal
         ) as bars:
             while timeout is None or time.monotonic() - started < timeout:
                 status = await read_status(redis, config.keys, activation_id) or {}
@@ -321,6 +306,7 @@ def delete(ref: str, timeout: float) -> None:
     """
     from actors.governor import HTTP_TIMEOUT
     from actors.supervisor import leftover_entries
+    from events.redis_backend import RedisEventStream
 
     config = _config()
 
@@ -334,7 +320,9 @@ def delete(ref: str, timeout: float) -> None:
             err=True,
         )
         deadline = asyncio.get_running_loop().time() + timeout
-        while await leftover_entries(redis, config.keys, {spec.activation_id}):
+        while await leftover_entries(
+            RedisEventStream(redis, config.keys.activations), {spec.activation_id}
+        ):
             if asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.25)
@@ -468,7 +456,7 @@ def reseal(ref: str | None, every: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
     """Read the activation's values back from HubSpot and report drift from the CDP."""
-    from rich.progress import Progress
+    from hubsync.progress import progress_bars
 
     config = _config()
     key = secret_key(config)
@@ -477,8 +465,12 @@ def verify(ref: str, fix: bool, rate: int, as_json: bool) -> None:
         state = Activations()
         await state.refresh(redis, config.keys)
         spec = state.find(ref)
-        with Progress(
-            transient=True, disable=as_json or not sys.stderr.isatty(), console=Console(stderr=True)
+        with progress_bars(
+            Console(stderr=True),
+            counts="none",
+            percent=True,
+            transient=True,
+            disable=as_json or not sys.stderr.isatty(),
         ) as bar:
             task = bar.add_task("reading HubSpot", total=None)
             return await service.verify_activation(

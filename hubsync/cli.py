@@ -63,30 +63,20 @@ def publish(file: BinaryIO, batch: int) -> None:  # click.File("rb"): a binary f
 
     config = load_config()
 
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import TaskID
+
+    from hubsync.progress import progress_bars
 
     try:
         size = os.fstat(file.fileno()).st_size if file.seekable() else None
     except (OSError, AttributeError):
         size = None
-    progress = Progress(
-        TextColumn("publishing"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[events]} events"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal or not size,
+    progress = progress_bars(
+        err,
+        counts="bytes",
+        details="{task.fields[events]} events",
         transient=True,
+        disable=not err.is_terminal or not size,
     )
 
     def counted(task: TaskID) -> Iterator[bytes]:
@@ -97,7 +87,7 @@ def publish(file: BinaryIO, batch: int) -> None:  # click.File("rb"): a binary f
     async def run(client: Any) -> int:
         try:
             with progress:
-                task = progress.add_task("publish", total=size, events=0)
+                task = progress.add_task("publishing", total=size, events=0)
                 report = await publish_lines(
                     client,
                     config.keys,

@@ -19,7 +19,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crm.tokens import token_fingerprint
@@ -38,6 +37,7 @@ from events.secrets import Sealer
 from events.streams import Publisher, group_backlog
 from hubsync.api import ApiServer
 from hubsync.config import ConfigError, secret_key
+from hubsync.progress import progress_bars
 from hubsync.stack import LocalStack
 
 __all__ = ["run_demo"]
@@ -282,15 +282,7 @@ async def _progress(
 
     total = sum(len(p) for p in story.expected.values())
     start = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with progress_bars(console, details="{task.fields[info]}", clock="elapsed") as progress:
         task = progress.add_task("HubSpot in step", total=total, info="")
         while time.monotonic() - start < 100:
             hubspot = await asyncio.to_thread(admin.contact_properties)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import click
+from collections.abc import Callable, Sequence
 
-from crm.emulator import ALL_SCOPES, PLANS, EmulatorConfig, EmulatorServer, FaultSettings
+import click
+from starlette.routing import BaseRoute
+
+from crm.emulator import (
+    ALL_SCOPES,
+    PLANS,
+    EmulatorConfig,
+    EmulatorServer,
+    FaultSettings,
+    HubSpotState,
+)
 from crm.tokens import token_fingerprint
+
+Instrument = Callable[[HubSpotState], Sequence[BaseRoute]]
+"""Wires an observer into the account before it serves; returns admin routes to add."""
 
 
 def _parse_token(spec: str) -> tuple[str, frozenset[str]]:
@@ -44,10 +57,39 @@ def emulator(
     seed: int,
 ) -> None:
     """Run a local HubSpot (contacts, properties, limits) until Ctrl-C."""
+    serve(
+        host=host,
+        port=port,
+        plan=plan,
+        rate=rate,
+        daily=daily,
+        tokens=tokens,
+        error_rate=error_rate,
+        latency_ms=latency_ms,
+        seed=seed,
+    )
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    plan: str,
+    rate: int | None,
+    daily: int | None,
+    tokens: tuple[str, ...],
+    error_rate: float,
+    latency_ms: float,
+    seed: int,
+    instrument: Instrument | None = None,
+) -> None:
+    """What `hubsync emulator` runs, with its flags; `instrument` is for benchmarks."""
     registered = dict(_parse_token(t) for t in tokens)
     config = EmulatorConfig(plan=plan, rate=rate, daily=daily, open_auth=not registered)
+    state = HubSpotState(config, tokens=registered, seed=seed)
+    routes = instrument(state) if instrument is not None else ()
     server = EmulatorServer(
-        host=host, port=port, config=config, tokens=registered, seed=seed, log_level="info"
+        host=host, port=port, state=state, log_level="info", admin_routes=routes
     )
     server.state.set_faults(FaultSettings(error_rate=error_rate, latency_ms=latency_ms))
     click.echo(f"HubSpot emulator listening on {server.url}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import msgspec
 
-from crm.client import ApiVersion, HubSpotClient, TokenInfo
+from crm.client import ApiVersion, HubSpotClient
 from crm.errors import AuthenticationError, HubSpotError, MissingScopesError, TransportError
 from crm.ratelimit import RateLimitInfo
+from crm.results import TokenInfo
+from crm.schema import ensure_property_group
 
 __all__ = ["REQUIRED_SCOPES", "TokenCheck", "check_token", "plan_for_limits"]
 
@@ -166,7 +168,7 @@ async def _probe(
             missing.add(OBJECTS_READ)
             granted.add(SCHEMA_READ)
         try:
-            outcome = await client.ensure_property_group()
+            outcome = await ensure_property_group(client)
         except MissingScopesError:
             unknown.discard(SCHEMA_WRITE)
             missing.add(SCHEMA_WRITE)

@@ -6,6 +6,8 @@
 - `DampingPolicy`, `Damper`: flap damping per contact (held while flapping, written once settled).
 - `RollingWindow`, `DailyQuota`, `TokenBudget`: HubSpot's per-token limits, refined from headers.
 - `FairQueue`: calls shared fairly between the activations of one token.
+- `Dispatcher`, `Permit`: one token's permits (fair queue, budget, realtime reserve, warm-up
+  probe, refusal after a 429), decided from state and `now`.
 - `should_retry`, `backoff`, `BatchSplitter`: what to do when a call fails.
 - `Clock`, `SystemClock`, `FakeClock`: the only source of time.
 """
@@ -15,6 +17,7 @@ from scheduler.clock import Clock, FakeClock, SystemClock
 from scheduler.coalescer import Batch, Coalescer, CoalescerStats, ContactWrite
 from scheduler.daily import DailyQuota
 from scheduler.damping import Damper, DampingPolicy
+from scheduler.dispatch import Dispatcher, Grant, Permit
 from scheduler.fairqueue import FairQueue
 from scheduler.flush import FlushPolicy
 from scheduler.lanes import Lane, LaneSelector
@@ -32,11 +35,14 @@ __all__ = [
     "DailyQuota",
     "Damper",
     "DampingPolicy",
+    "Dispatcher",
     "FairQueue",
     "FakeClock",
     "FlushPolicy",
+    "Grant",
     "Lane",
     "LaneSelector",
+    "Permit",
     "RollingWindow",
     "SystemClock",
     "TokenBudget",

@@ -103,8 +103,12 @@ class CoalescerStats(msgspec.Struct, frozen=True):
     """Contacts carrying a flap penalty (held or not)."""
 
 
-def _lane_index(lane: Lane | str) -> int:
-    return 0 if lane == Lane.REALTIME else 1
+def _lane_index(lane: Lane) -> int:
+    if lane == Lane.REALTIME:
+        return 0
+    if lane == Lane.BACKFILL:
+        return 1
+    raise ValueError(f"unknown lane {lane!r}: a lane is {' or '.join(map(repr, Lane))}")
 
 
 class Coalescer:
@@ -162,7 +166,7 @@ class Coalescer:
         prop: str,
         value: str,
         position: int,
-        lane: Lane | str = Lane.REALTIME,
+        lane: Lane = Lane.REALTIME,
     ) -> None:
         """Offer one change: set `prop` of contact `email` to `value` as of `position`."""
         self.offer_many(email, ((prop, value, position),), lane)
@@ -171,7 +175,7 @@ class Coalescer:
         self,
         email: str,
         changes: Iterable[tuple[str, str, int]],
-        lane: Lane | str = Lane.REALTIME,
+        lane: Lane = Lane.REALTIME,
         *,
         force: bool = False,
     ) -> None:
@@ -243,7 +247,7 @@ class Coalescer:
     def damping(self) -> DampingPolicy | None:
         return None if self._damper is None else self._damper.policy
 
-    def pending(self, lane: Lane | str | None = None) -> int:
+    def pending(self, lane: Lane | None = None) -> int:
         """Pending contacts in `lane`, or in both lanes, held ones included (not counting those
         in flight)."""
         held = self._held_count()
@@ -271,7 +275,7 @@ class Coalescer:
         since = self._damper.held_since(key)
         return None if until is None or since is None else (since, until)
 
-    def oldest(self, lane: Lane | str) -> float | None:
+    def oldest(self, lane: Lane) -> float | None:
         """When the oldest pending change of `lane` arrived (never later than the truth)."""
         li = _lane_index(lane)
         if not self._count[li]:
@@ -283,7 +287,7 @@ class Coalescer:
             since = head if since is None else min(since, head)
         return since
 
-    def due_at(self, lane: Lane | str, now: float | None = None) -> float | None:
+    def due_at(self, lane: Lane, now: float | None = None) -> float | None:
         """When `lane` has a batch to send: now-or-past if full, else oldest + linger.
 
         With damping, realtime changes count from `settle` after they arrived: "full" means
@@ -376,7 +380,7 @@ class Coalescer:
     def drain(
         self,
         n: int,
-        lane: Lane | str = Lane.REALTIME,
+        lane: Lane = Lane.REALTIME,
         *,
         now: float | None = None,
         settled_only: bool = True,

@@ -81,7 +81,7 @@ class FairQueue:
             raise ValueError(f"a weight must be > 0, got {weight}")
         self._weights[activation_id] = weight
 
-    def push(self, activation_id: Hashable, lane: Lane | str, item: Any) -> None:
+    def push(self, activation_id: Hashable, lane: Lane, item: Any) -> None:
         """Queue one call request of an activation in a lane."""
         self._lanes[Lane(lane)].push(activation_id, item)
         self._len += 1
@@ -115,7 +115,7 @@ class FairQueue:
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def pending(self, activation_id: Hashable, lane: Lane | str | None = None) -> int:
+    def pending(self, activation_id: Hashable, lane: Lane | None = None) -> int:
         lanes = self._lanes.values() if lane is None else (self._lanes[Lane(lane)],)
         return sum(len(r.queues.get(activation_id, ())) for r in lanes)
 

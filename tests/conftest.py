@@ -10,6 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from events.connection import connect
+from events.memory import MemoryStorage
+from events.ports import Storage
+from events.redis_backend import RedisStorage
 from events.redis_server import RedisClusterServers, RedisServer
 from events.streams import Keys
 
@@ -51,4 +54,17 @@ async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]
     url = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
     client = connect(url)
     yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+async def storage(request: pytest.FixtureRequest, keys: Keys) -> AsyncIterator[Storage]:
+    """Every backend of the storage ports: the contract tests run on each (as the eventsourcing
+    library runs one suite against every recorder)."""
+    if request.param == "memory":
+        yield MemoryStorage(keys)
+        return
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+    client = connect(url)
+    yield RedisStorage(client, keys)
     await client.aclose()

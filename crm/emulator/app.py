@@ -7,13 +7,14 @@ Every HubSpot path is served under both the v3 and the date-versioned (2026-03) 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from crm.emulator.faults import FaultSettings
 from crm.emulator.state import ALL_SCOPES, ApiRequest, HubSpotState
@@ -74,8 +75,11 @@ async def _wait_for_disconnect(request: Request, seconds: float) -> bool:
         return False
 
 
-def create_app(state: HubSpotState) -> Starlette:
-    """A Starlette app serving `state` over HubSpot's paths plus `/_emulator/*`."""
+def create_app(state: HubSpotState, *, admin_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """A Starlette app serving `state` over HubSpot's paths plus `/_emulator/*`.
+
+    `admin_routes` come first, so an instrumented emulator (a benchmark's) can add admin views
+    or answer one of the built-in `/_emulator/*` paths its own way."""
 
     def api_endpoint(operation: str):
         async def endpoint(request: Request) -> Response:
@@ -178,7 +182,8 @@ def create_app(state: HubSpotState) -> Starlette:
     async def admin_health(request: Request) -> Response:
         return _json({"ok": True})
 
-    routes = [
+    routes: list[BaseRoute] = [
+        *admin_routes,
         Route("/_emulator/contacts", admin_contacts, methods=["GET"]),
         Route("/_emulator/properties", admin_properties, methods=["GET"]),
         Route("/_emulator/properties/{name}/restore", admin_restore, methods=["POST"]),

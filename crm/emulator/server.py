@@ -13,10 +13,11 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
+from starlette.routing import BaseRoute
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crm.emulator.admin import EmulatorAdmin
@@ -53,6 +54,7 @@ class EmulatorServer:
         seed: int = 0,
         state: HubSpotState | None = None,
         log_level: str = "warning",
+        admin_routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.state = state or HubSpotState(config, tokens=tokens, seed=seed)
         self.host = host
@@ -63,7 +65,7 @@ class EmulatorServer:
         self._socket.bind((host, port))
         self.port = self._socket.getsockname()[1]
         self._config = uvicorn.Config(
-            create_app(self.state),
+            create_app(self.state, admin_routes=admin_routes),
             http=_DroppableH11Protocol,
             lifespan="off",
             log_level=log_level,

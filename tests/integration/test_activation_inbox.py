@@ -17,13 +17,12 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-import actors.activation as activation_module
+import actors.activation_control as activation_control
 from actors.activation import ActivationCore
-from actors.governor import GovernorCore, Outcome, WriteReport
-from actors.messages import Change, encode_changes
+from actors.governor import GovernorCore
+from actors.messages import Change, Outcome, OutcomeStatus, WriteReport, encode_changes
 from actors.router import INBOX_FIELD
 from crm.emulator import EmulatorServer
-from crm.properties import PropertySpec
 from crm.tokens import token_fingerprint
 from events.activations import Activations
 from events.connection import connect
@@ -37,6 +36,7 @@ from events.model import (
     CdpEvent,
 )
 from events.projections import Projections
+from events.redis_backend import RedisStorage
 from events.secrets import Sealer
 from events.streams import DeadLetters, Keys, Publisher, ensure_partitions
 from scheduler import Lane
@@ -47,39 +47,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "pat-inbox"
 
 
-class _Governor:
-    """An ActivationCore's view of a GovernorCore in the same process (the Ray shell's
-    _GovernorPort, without Ray)."""
-
-    def __init__(self, core: GovernorCore) -> None:
-        self.core = core
-
-    async def turn(self, activation_id: str, lane: str) -> None:
-        await self.core.turn(activation_id, lane)
-
-    async def release(self, activation_id: str) -> None:
-        self.core.release(activation_id)
-
-    async def upsert(
-        self, activation_id: str, lane: str, contacts: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport:
-        return await self.core.upsert(activation_id, lane, contacts)
-
-    async def update(
-        self, activation_id: str, lane: str, records: list[tuple[str, dict[str, str]]]
-    ) -> WriteReport:
-        return await self.core.update(activation_id, lane, records)
-
-    async def read_ids(self, activation_id: str, lane: str, emails: list[str]) -> dict[str, str]:
-        return await self.core.read_ids(activation_id, lane, emails)
-
-    async def ensure_schema(self, activation_id: str, specs: list[PropertySpec]) -> dict[str, str]:
-        return await self.core.ensure_schema(activation_id, specs)
-
-    async def archive(self, activation_id: str, name: str) -> bool:
-        return await self.core.archive(activation_id, name)
-
-
 class Rig:
     def __init__(self, redis: aioredis.Redis, emulator: EmulatorServer) -> None:
         self.redis = redis
@@ -87,7 +54,7 @@ class Rig:
         self.emulator = emulator
         self.activation_id = f"act{uuid.uuid4().hex[:8]}"
         self.governor = GovernorCore(
-            redis, self.keys, token_fingerprint(TOKEN), secret_key=SECRET_KEY
+            RedisStorage(redis, self.keys), token_fingerprint(TOKEN), secret_key=SECRET_KEY
         )
         self.core: ActivationCore | None = None
         self._seq = 0
@@ -118,10 +85,9 @@ class Rig:
     def start(self) -> ActivationCore:
         self.governor.start()
         self.core = ActivationCore(
-            self.redis,
-            self.keys,
+            RedisStorage(self.redis, self.keys),
             self.activation_id,
-            lambda _: _Governor(self.governor),  # type: ignore[arg-type,return-value]
+            lambda _: self.governor,  # the core is a GovernorPort in-process
             linger=0.05,
         )
         self.core.start()
@@ -306,7 +272,7 @@ async def _snapshot_saved(rig: Rig) -> bool:
 async def test_an_archive_hubspot_refuses_is_retried_and_stops_nothing_else(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(activation_module, "PROBLEM_RETRY", 1.0)
+    monkeypatch.setattr(activation_control, "PROBLEM_RETRY", 1.0)
     await rig.define(
         AudienceDefined(audience_id="stay", name="Stay"),
         AudienceDefined(audience_id="gone", name="Gone"),
@@ -369,11 +335,13 @@ async def test_a_value_that_no_longer_formats_is_parked_and_the_backfill_goes_on
 
 
 async def test_a_rejected_contact_leaves_the_coalescer_only_once_parked(rig: Rig) -> None:
-    core = ActivationCore(rig.redis, rig.keys, rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
+    core = ActivationCore(RedisStorage(rig.redis, rig.keys), rig.activation_id, lambda _: None)  # type: ignore[arg-type,return-value]
     core.coalescer.offer("bad@example.com", "raptor_vip", "true", 1, Lane.REALTIME)
     batch = core.coalescer.take(time.time() + 60, force=True)
     assert batch is not None
-    refused = WriteReport([Outcome("bad@example.com", "failed", reason="INVALID_EMAIL: nope")])
+    refused = WriteReport(
+        [Outcome("bad@example.com", OutcomeStatus.FAILED, reason="INVALID_EMAIL: nope")]
+    )
     # The dead-letter stream cannot take it (a key of the wrong type): the contact stays.
     await rig.redis.set(rig.keys.dead, "not a stream")
     with pytest.raises(Exception, match="WRONGTYPE"):

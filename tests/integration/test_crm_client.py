@@ -27,6 +27,7 @@ from crm import (
     audience_property,
 )
 from crm.emulator import ALL_SCOPES, EmulatorServer
+from crm.schema import ensure_properties, ensure_property, ensure_property_group
 
 pytestmark = pytest.mark.integration
 
@@ -56,20 +57,20 @@ async def hubspot(request, emulator: EmulatorServer) -> AsyncIterator[HubSpotCli
 
 
 async def ready(hubspot: HubSpotClient) -> None:
-    await hubspot.ensure_property_group()
-    await hubspot.ensure_properties([VIP, LTV])
+    await ensure_property_group(hubspot)
+    await ensure_properties(hubspot, [VIP, LTV])
 
 
 async def test_ensure_is_idempotent_and_patches_drift(hubspot, emulator):
-    assert (await hubspot.ensure_property_group()).outcome is EnsureOutcome.CREATED
-    first = await hubspot.ensure_properties([VIP, LTV])
+    assert (await ensure_property_group(hubspot)).outcome is EnsureOutcome.CREATED
+    first = await ensure_properties(hubspot, [VIP, LTV])
     assert [r.outcome for r in first] == [EnsureOutcome.CREATED, EnsureOutcome.CREATED]
-    assert (await hubspot.ensure_property_group()).outcome is EnsureOutcome.UNCHANGED
-    again = await hubspot.ensure_properties([VIP, LTV])
+    assert (await ensure_property_group(hubspot)).outcome is EnsureOutcome.UNCHANGED
+    again = await ensure_properties(hubspot, [VIP, LTV])
     assert [r.outcome for r in again] == [EnsureOutcome.UNCHANGED, EnsureOutcome.UNCHANGED]
 
     drifted = msgspec.structs.replace(LTV, label="Lifetime value (EUR)")
-    result = await hubspot.ensure_property(drifted)
+    result = await ensure_property(hubspot, drifted)
     assert result.outcome is EnsureOutcome.UPDATED and "label" in result.changed
     props = {p["name"]: p for p in emulator.admin.properties()["properties"]}
     assert props[LTV.name]["label"] == "Lifetime value (EUR)"
@@ -81,12 +82,12 @@ async def test_ensure_refuses_to_recreate_an_archived_property(hubspot, emulator
     assert await hubspot.archive_property(VIP.name) is True
     assert await hubspot.archive_property(VIP.name) is False
     with pytest.raises(ArchivedPropertyError) as caught:
-        await hubspot.ensure_properties([VIP, LTV])
+        await ensure_properties(hubspot, [VIP, LTV])
     assert caught.value.names == (VIP.name,) and "Restore" in str(caught.value)
-    report = await hubspot.ensure_properties([VIP], on_archived="report")
+    report = await ensure_properties(hubspot, [VIP], on_archived="report")
     assert report[0].outcome is EnsureOutcome.ARCHIVED
     assert emulator.admin.restore_property(VIP.name)
-    assert (await hubspot.ensure_property(VIP)).outcome is EnsureOutcome.UNCHANGED
+    assert (await ensure_property(hubspot, VIP)).outcome is EnsureOutcome.UNCHANGED
 
 
 async def test_upsert_creates_then_writes_keyed_by_lower_cased_email(hubspot, emulator):
@@ -158,7 +159,7 @@ async def test_duplicates_in_a_batch_are_a_validation_error_naming_them(hubspot)
 async def test_unknown_token_is_an_authentication_error_without_the_token(emulator):
     async with HubSpotClient("pat-na1-wrong-secret", base_url=emulator.url) as hubspot:
         with pytest.raises(AuthenticationError) as caught:
-            await hubspot.ensure_property_group()
+            await ensure_property_group(hubspot)
         assert "wrong-secret" not in repr(hubspot)
     error = caught.value
     assert error.status == 401 and error.category == "INVALID_AUTHENTICATION"

@@ -20,6 +20,7 @@ from events.model import (
     encode,
 )
 from events.projections import Projections
+from events.redis_backend import RedisStorage
 from events.streams import (
     EVENT_FIELD,
     DeadLetters,
@@ -113,7 +114,7 @@ async def test_a_router_parks_the_entry_with_the_bad_id_and_routes_the_rest(
     await one_partition(r, keys)
     stream = keys.changes(0)
     bad_id = await _poisoned_stream(r, stream)
-    core = RouterCore(r, keys, 0, trim_every_s=3600)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=3600)
     await core.start()
     await drain(core)
     assert await members(r, keys) == {"c0@example.com"}
@@ -136,7 +137,7 @@ async def test_an_entry_on_the_wrong_partition_is_parked_with_the_reason(
     for email in mine[:2] + stray[:1] + mine[2:4]:  # a producer that hashes differently, once
         event = AudienceEntered(audience_id="a1", email=email)
         await r.xadd(keys.changes(0), {EVENT_FIELD: encode(event)})
-    core = RouterCore(r, keys, 0, trim_every_s=3600)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=3600)
     await core.start()
     await drain(core)
     assert await members(r, keys) == set(mine[:4])
@@ -165,7 +166,9 @@ async def test_a_failed_step_is_redone_first_and_the_projection_loses_nothing(
 ) -> None:
     publisher = await one_partition(r, keys)
     first = await publisher.publish([entered(i) for i in range(5)])
-    core = RouterCore(r, keys, 0, count=5, trim_every_s=3600, projections=FailingOnce(r, keys))
+    core = RouterCore(
+        RedisStorage(r, keys), 0, count=5, trim_every_s=3600, projections=FailingOnce(r, keys)
+    )
     await core.start()
     with pytest.raises(ConnectionError):
         await core.step(block=False)
@@ -188,7 +191,7 @@ async def test_the_router_follows_redefinitions_and_deletions_without_a_restart(
         attribute_id="tier", name="Tier", value_type="enumeration", options=["gold"]
     )
     publisher = await one_partition(r, keys, AudienceDefined(audience_id="a1", name="A1"), tier)
-    core = RouterCore(r, keys, 0, trim_every_s=3600)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=3600)
     await core.start()
 
     def silver(email: str) -> CdpEvent:
@@ -232,7 +235,7 @@ async def test_routed_changes_are_trimmed_to_what_is_unacknowledged(
     publisher = await one_partition(r, keys)
     stream = keys.changes(0)
     await publisher.publish([entered(i) for i in range(50)])
-    core = RouterCore(r, keys, 0, trim_every_s=0)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=0)
     await core.start()
     await drain(core)
     await core.step(block=False)  # the next step trims what the last one acknowledged
@@ -250,7 +253,7 @@ async def test_with_a_retention_entries_younger_than_it_stay(r: aioredis.Redis, 
     await r.xadd(stream, {EVENT_FIELD: encode(entered(0))}, id="1000-0")  # from 1970: old
     publisher = Publisher(r, keys, 1)
     await publisher.publish([entered(i) for i in range(1, 11)])
-    core = RouterCore(r, keys, 0, trim_every_s=0, change_retention_s=3600)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=0, change_retention_s=3600)
     await core.start()
     await drain(core)
     await core.step(block=False)
@@ -268,7 +271,7 @@ async def test_an_entry_pending_in_another_group_is_never_trimmed(
     audit = StreamConsumer(r, stream, "audit", "auditor", count=2)
     await audit.ensure_group()
     held = await audit.read(block=False)  # two entries pending in "audit"
-    core = RouterCore(r, keys, 0, trim_every_s=0)
+    core = RouterCore(RedisStorage(r, keys), 0, trim_every_s=0)
     await core.start()
     await drain(core)
     await core.step(block=False)
@@ -292,7 +295,7 @@ async def test_dead_letters_are_bounded_and_old_letters_still_list(
     huge = b'{"type":"audience_entered","audience_id":"a1","email":"x@y.co","v":"' + b"q" * 300_000
     for _ in range(200):
         await r.xadd(stream, {EVENT_FIELD: huge})
-    core = RouterCore(r, keys, 0, dead_letters_max=50, trim_every_s=3600)
+    core = RouterCore(RedisStorage(r, keys, dead_letters_max=50), 0, trim_every_s=3600)
     await core.start()
     await drain(core)
     assert await dead.count() <= 150  # MAXLEN ~ trims whole nodes: about 50, never unbounded

@@ -23,6 +23,7 @@ from events.model import (
     AudienceEntered,
     decode_control_event,
 )
+from events.redis_backend import RedisStorage
 from events.redis_server import free_port
 from events.streams import Keys, append_control
 from tests.integration.conftest import SECRET_KEY
@@ -272,7 +273,7 @@ async def test_a_supervisor_started_after_a_deletion_still_compacts_it(
 
     placement = RecordedPlacement(running={"doomed"})
     placement.kills_land = False
-    core = SupervisorCore(redis, keys, placement, partitions=1)
+    core = SupervisorCore(RedisStorage(redis, keys), placement, partitions=1)
     await core.reconcile()
     assert placement.stopped == ["doomed"]
     assert len(await redis.xrange(keys.activations)) == 4, "compacted while the actor still ran"

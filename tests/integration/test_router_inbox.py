@@ -18,6 +18,7 @@ from events.model import (
     AudienceLeft,
     CdpEvent,
 )
+from events.redis_backend import RedisStorage
 from events.streams import Keys, Publisher, ensure_partitions
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ async def test_a_step_appends_one_entry_per_live_activation_then_acknowledges(
     await publish(AudienceDefined(audience_id="vip", name="VIP"))
     await _activation(redis, keys, "one")
     await _activation(redis, keys, "two")
-    router = RouterCore(redis, keys, 0)
+    router = RouterCore(RedisStorage(redis, keys), 0)
     await router.start()
     await publish(
         AudienceEntered(audience_id="vip", email="ada@example.com"),
@@ -86,7 +87,7 @@ async def test_entries_whose_appends_failed_stay_unacknowledged_and_are_routed_a
     await ensure_partitions(redis, keys, 1)
     await Publisher(redis, keys, 1).publish([AudienceDefined(audience_id="vip", name="VIP")])
     await _activation(redis, keys, "one")
-    router = RouterCore(redis, keys, 0)
+    router = RouterCore(RedisStorage(redis, keys), 0)
     await router.start()
     await Publisher(redis, keys, 1).publish(
         [AudienceEntered(audience_id="vip", email="ada@example.com")]

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors.activation import ActivationCore, State
+from events.redis_backend import RedisStorage
 from events.snapshots import SnapshotError, SnapshotStore
 from events.streams import Keys, ensure_partitions
 from scheduler import Coalescer, FlushPolicy, Lane
@@ -81,7 +82,7 @@ async def test_an_activation_recovers_from_either_format_and_snapshots_in_pieces
     def no_governor(fingerprint: str) -> None:
         raise AssertionError("recovery calls no governor")
 
-    core = ActivationCore(redis, keys, "a1", no_governor)  # type: ignore[arg-type]
+    core = ActivationCore(RedisStorage(redis, keys), "a1", no_governor)  # type: ignore[arg-type]
     await core.recover()
     assert {e: core.coalescer.pending_values(e) for e in pending} == pending
 
@@ -89,7 +90,7 @@ async def test_an_activation_recovers_from_either_format_and_snapshots_in_pieces
     snap = await SnapshotStore(redis, keys).load("activation:a1")
     assert snap is not None and snap.format == 2
     assert snap.parts.startswith(keys.activation_snapshot_parts("a1"))
-    again = ActivationCore(redis, keys, "a1", no_governor)  # type: ignore[arg-type]
+    again = ActivationCore(RedisStorage(redis, keys), "a1", no_governor)  # type: ignore[arg-type]
     await again.recover()
     assert {e: again.coalescer.pending_values(e) for e in pending} == pending
     assert again.coalescer.snapshot() == core.coalescer.snapshot()

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from actors.supervisor import SupervisorCore
 from events.model import ActivationCreated
+from events.redis_backend import RedisStorage
 from events.streams import Keys, append_control
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ async def test_a_creation_is_placed_without_waiting_for_the_poll(
     redis: aioredis.Redis, keys: Keys
 ) -> None:
     placement = RecordingPlacement()
-    core = SupervisorCore(redis, keys, placement, partitions=1)
+    core = SupervisorCore(RedisStorage(redis, keys), placement, partitions=1)
     stopping = False
     task = asyncio.create_task(core.run(interval=POLL, stop=lambda: stopping))
     try:

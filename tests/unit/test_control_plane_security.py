@@ -19,9 +19,10 @@ from events.activations import (
     base_url_problem,
     new_activation,
 )
+from events.memory import MemoryStorage
 from events.model import ActivationCreated, ActivationDeleted, TokenResealed, encode
 from events.secrets import SEALED_PREFIX, Sealer, SecretError, TokenError, check_token
-from events.streams import Keys, position
+from events.streams import Keys
 from hubsync.config import Config, ConfigError
 
 KEY = Fernet.generate_key().decode()
@@ -224,24 +225,11 @@ def test_a_forged_entry_pointing_at_plain_http_elsewhere_is_not_folded() -> None
 # --- the RateGovernor opens only a token sealed for the activation it reads it from ------------
 
 
-class _ControlLog:
-    """The little of Redis GovernorCore.refresh reads: the control stream, in memory."""
-
-    def __init__(self, *events: Any) -> None:
-        self.rows = [(f"{i}-0".encode(), {b"event": encode(e)}) for i, e in enumerate(events, 1)]
-
-    async def xrange(self, stream: str, min: str = "-", count: int | None = None) -> list[Any]:
-        after = position(min.lstrip("(")) if min.startswith("(") else -1
-        return [(i, f) for i, f in self.rows if position(i) > after][:count]
-
-
 async def _governor_after(*events: Any) -> GovernorCore:
-    governor = GovernorCore(
-        _ControlLog(*events),  # type: ignore[arg-type]
-        Keys("unit"),
-        token_fingerprint(TOKEN),
-        secret_key=KEY,
-    )
+    storage = MemoryStorage(Keys("unit"))
+    for event in events:
+        await storage.activations.append(encode(event))
+    governor = GovernorCore(storage, token_fingerprint(TOKEN), secret_key=KEY)
     await governor.refresh()
     return governor
 

@@ -9,7 +9,8 @@ import pytest
 
 from crm.emulator.faults import FaultSettings
 from crm.emulator.limits import RollingWindow
-from crm.emulator.state import ALL_SCOPES, ApiRequest, EmulatorConfig, HubSpotState
+from crm.emulator.state import ALL_SCOPES, ApiRequest, EmulatorConfig, Handled, HubSpotState
+from crm.tokens import token_fingerprint
 
 TOKEN = "pat-test"
 
@@ -403,3 +404,33 @@ class TestFaults:
         )
         assert answer.fault is not None and answer.fault.kind == "drop"
         assert hubspot.stats()["by_status"]["drop"] == 1
+
+
+class TestObservers:
+    def test_each_answered_call_is_handed_to_the_observers_without_the_token(self, hubspot, clock):
+        seen: list[Handled] = []
+        hubspot.observe(seen.append)
+        body = {"inputs": [{"id": "ada@example.com", "idProperty": "email", "properties": {}}]}
+        status, answer = call(hubspot, "contacts_batch_upsert", body, method="POST")
+        hubspot.set_faults(FaultSettings(next_n={"count": 1, "status": "drop"}))
+        call(hubspot, "groups_list")
+        call(hubspot, "groups_list", token=None)
+
+        upsert, dropped, anonymous = seen
+        assert (upsert.method, upsert.operation, upsert.outcome) == (
+            "POST",
+            "contacts_batch_upsert",
+            "200",
+        )
+        assert upsert.payload == body and upsert.at == clock.now
+        assert upsert.response.status == status and upsert.response.body == answer
+        assert upsert.token == token_fingerprint(TOKEN) and TOKEN not in str(seen)
+        assert (dropped.outcome, dropped.payload) == ("drop", None)
+        assert (anonymous.token, anonymous.outcome) == ("-", "401")
+
+    def test_observers_outlive_a_reset(self, hubspot):
+        seen: list[Handled] = []
+        hubspot.observe(seen.append)
+        hubspot.reset()
+        call(hubspot, "groups_list")
+        assert [h.operation for h in seen] == ["groups_list"]

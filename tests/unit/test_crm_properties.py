@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm.emulator.state import HubSpotState
+from crm.emulator.values import normalise
 from crm.properties import (
     GROUP_NAME,
     MAX_NAME_LENGTH,
@@ -182,4 +182,4 @@ class TestFormatValue:
         prop = {"name": "p", "type": value_type, "fieldType": "x", "options": []}
         text = format_value(value_type, value)
         if text:
-            assert not isinstance(HubSpotState._normalise(prop, text), tuple)
+            assert not isinstance(normalise(prop, text), tuple)

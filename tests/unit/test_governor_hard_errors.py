@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from actors.governor import REFUSED_ATTEMPTS, ActivationGone, GovernorCore, WriteReport
+from actors.governor import REFUSED_ATTEMPTS, GovernorCore
+from actors.governor_port import ActivationGone
+from actors.messages import WriteReport
 from crm.emulator import EmulatorConfig
 from crm.properties import PropertySpec, attribute_property, audience_property
 from events.model import ActivationDeleted, encode
+from scheduler import Lane
 from tests.unit.test_governor_refusals import Rig
 
 VIP = audience_property("vip", "VIP")
@@ -30,9 +33,8 @@ async def make() -> Any:
     async def build(*specs: PropertySpec, config: EmulatorConfig | None = None) -> Rig:
         r = Rig(config=config)
         made.append(r)
-        assert r.core._client is not None
-        await r.core._client.ensure_property_group()
-        await r.core._client.ensure_properties(list(specs))
+        await r.create()
+        assert await r.core.ensure_schema("act1", list(specs)) == {}
         r.state.request_log.clear()
         return r
 
@@ -46,7 +48,7 @@ def writes(r: Rig) -> list[str]:
 
 
 async def upsert(r: Rig, contacts: list[tuple[str, dict[str, str]]]) -> WriteReport:
-    return await r.core.upsert("act1", "backfill", contacts)
+    return await r.core.upsert("act1", Lane.BACKFILL, contacts)
 
 
 def hubspot(r: Rig) -> dict[str, dict[str, str]]:
@@ -145,29 +147,9 @@ async def test_a_423_waits_at_least_two_seconds(make: Any) -> None:
     assert len(times) == 3 and all(b - a >= 2.0 for a, b in itertools.pairwise(times))
 
 
-class _Control:
-    """A control stream a test can append to while a call waits for its permit."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-
-    def append(self, event: Any) -> None:
-        self.entries.append((f"{len(self.entries) + 10}-0".encode(), {b"event": encode(event)}))
-
-    async def xrange(self, stream: str, min: str = "-", count: int = 1000, **_: Any) -> list[Any]:
-        after = min.lstrip("(")
-        return [e for e in self.entries if _after(e[0].decode(), after)][:count]
-
-
-def _after(entry_id: str, last: str) -> bool:
-    return tuple(map(int, entry_id.split("-"))) > tuple(map(int, last.split("-")))
-
-
 async def test_a_call_of_a_deleted_activation_never_reaches_hubspot(make: Any) -> None:
     r = await make(VIP)
-    control = _Control()
     core: GovernorCore = r.core
-    core._redis = control  # type: ignore[assignment]
     await upsert(r, [("w@example.com", {VIP.name: "true"})])  # warm: the budget is known
     window = core.budget.window
     while window.reserve(r.clock.now()) == 0.0:
@@ -177,7 +159,7 @@ async def test_a_call_of_a_deleted_activation_never_reaches_hubspot(make: Any) -
     )
     for _ in range(3):
         await asyncio.sleep(0)
-    control.append(ActivationDeleted(activation_id="act1"))  # `hubsync activation delete`
+    await r.storage.activations.append(encode(ActivationDeleted(activation_id="act1")))
     with pytest.raises(ActivationGone):
         await waiting
     with pytest.raises(ActivationGone):  # and any later call is refused before its permit

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.supervisor import _Folded, _glob_escape
+from actors.supervisor import _Folded
 from events.activations import Activations
 from events.model import ActivationCreated, ActivationDeleted, AudienceAdded
+from events.redis_backend import _glob_escape
 from hubsync.config import redacted
 from hubsync.service import IncompatibleRay, check_ray_version
 

@@ -62,3 +62,34 @@ async def test_success_resets_the_backoff_and_cancellation_goes_through() -> Non
         await forever("loop", step, log=log, pause=1.0, sleep=sleep)
     # fail (backoff 1), pause; ok, pause; fail again: back to the first backoff, not the second
     assert waits == [backoff_s(1), 1.0, 1.0, backoff_s(1), 1.0]
+
+
+async def test_idle_waits_for_work_after_a_success_and_stop_ends_the_loop() -> None:
+    """The Supervisor's shape: after a success wait for work (a blocking read), after a failure
+    only the backoff (what failed may be what the wait would read), until asked to stop."""
+    events: list[str] = []
+    outcomes = iter([None, RuntimeError("redis down"), None, None])
+
+    async def step() -> None:
+        outcome = next(outcomes)
+        events.append("step")
+        if outcome is not None:
+            raise outcome
+
+    async def idle() -> None:
+        events.append("idle")
+
+    async def sleep(seconds: float) -> None:
+        events.append(f"sleep {seconds:g}")
+
+    await forever(
+        "reconcile",
+        step,
+        log=log,
+        base=1.0,
+        cap=30.0,
+        idle=idle,
+        stop=lambda: events.count("step") == 4,
+        sleep=sleep,
+    )
+    assert events == ["step", "idle", "step", "sleep 2", "step", "idle", "step", "idle"]

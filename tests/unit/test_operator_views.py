@@ -78,7 +78,8 @@ async def test_a_429_counts_in_hubsync_hubspot_429_and_calls_are_tagged_by_token
 ) -> None:
     recorded = _Recorded()
     monkeypatch.setattr(metrics_module, "metrics", lambda: recorded)
-    rig = Rig(token=TOKEN)
+    rig = Rig(token=TOKEN, metrics=metrics_module.RayCallMetrics(token_fingerprint(TOKEN)))
+    await rig.create()
     try:
         rig.faults(next_n={"count": 1, "status": 429})
         assert [o.status for o in await rig.upsert()] == ["created"]

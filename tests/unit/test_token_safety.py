@@ -5,16 +5,17 @@ never reach a message, a status or a log record."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from actors.governor import CallFailed, GovernorCore
+from actors.governor import GovernorCore
+from actors.governor_port import CallFailed
 from crm import HubSpotClient, InvalidTokenError, TransportError, check_token
 from crm.tokens import token_fingerprint
-from events.model import ActivationCreated
+from events.memory import MemoryStorage
+from events.model import ActivationCreated, encode
 from events.streams import Keys
 
 BAD_TOKENS = {
@@ -63,42 +64,32 @@ async def test_http_library_errors_are_described_without_their_text() -> None:
     assert caught.value.__context__ is None and caught.value.__cause__ is None
 
 
-class _ControlStream:
-    async def xrange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
-    async def set(self, key: str, value: bytes, ex: int | None = None) -> None:
-        self.status = value
-
-
 @pytest.mark.parametrize("problem", list(BAD_TOKENS))
 async def test_a_stored_bad_token_never_reaches_a_status_a_log_or_an_error(
     caplog: pytest.LogCaptureFixture, problem: str
 ) -> None:
     token = BAD_TOKENS[problem]
     key = Fernet.generate_key()
-    redis = _ControlStream()
+    storage = MemoryStorage(Keys("unit"))
     core = GovernorCore(
-        redis,  # type: ignore[arg-type]
-        Keys("unit"),
+        storage,
         token_fingerprint(token),
         secret_key=key.decode(),
         http=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
     )
-    core._activations.evolve(
-        ActivationCreated(
-            activation_id="act1",
-            name="one",
-            token_sealed=Fernet(key).encrypt(token.encode()).decode(),
-            token_fingerprint=token_fingerprint(token),
-            base_url="http://127.0.0.1:9",
-        ),
-        1,
+    created = ActivationCreated(
+        activation_id="act1",
+        name="one",
+        token_sealed=Fernet(key).encrypt(token.encode()).decode(),
+        token_fingerprint=token_fingerprint(token),
+        base_url="http://127.0.0.1:9",
     )
+    await storage.activations.append(encode(created))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(CallFailed) as caught:
         await core.upsert("act1", "realtime", [("a@example.com", {"firstname": "Ada"})])
     await core.publish_status()
+    published = await storage.status.get(Keys("unit").governor_status(core.fingerprint)) or b""
     status = core.status()
     await core.aclose()
     assert "position" in str(caught.value) and "position" in (status["problem"] or "")
@@ -106,7 +97,7 @@ async def test_a_stored_bad_token_never_reaches_a_status_a_log_or_an_error(
         str(caught.value),
         repr(caught.value),
         str(status),
-        redis.status.decode(),
+        published.decode(),
         caplog.text,
     ):
         assert "SECRETVALUE" not in text
