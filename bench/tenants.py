@@ -65,7 +65,7 @@ def newcomer(i: int, k: int) -> str:
     return f"t{i:04d}n{k:04d}@example.com"
 
 
-async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, Any]:
     n, m = args.tenants, args.contacts
     assert stack.config is not None
     namespace = stack.config.namespace
@@ -177,7 +177,7 @@ async def scenario(stack: h.BenchStack, args: argparse.Namespace) -> dict[str, A
         h.log("memory of every process; modules of one actor of each kind")
         memory = _memory(pids)
         modules = await _modules(namespace, pids)
-        reconcile = await _reconcile_times(stack, redis)
+        reconcile = await _reconcile_times(stack)
     finally:
         await redis.aclose()
 
@@ -359,7 +359,7 @@ def _by_kind_cpu(cpu: dict[str, float], seconds: float) -> dict[str, float]:
     return {k: round(v / seconds, 4) for k, v in sorted(kinds.items())}
 
 
-async def _reconcile_times(stack: h.BenchStack, redis: Any) -> dict[str, float]:
+async def _reconcile_times(stack: h.LocalStack) -> dict[str, float]:
     """One reconcile over all the live activations, from this process: cold (the control stream
     folded from its start, a handle fetched for every actor), then warm (as each pass of the
     Supervisor's loop runs: nothing new to fold, handles cached, the named actors listed)."""
@@ -367,7 +367,7 @@ async def _reconcile_times(stack: h.BenchStack, redis: Any) -> dict[str, float]:
     settings = stack.service.settings
     assert settings is not None
     core = SupervisorCore(
-        redis, settings.keys, shells._RayPlacement(settings), partitions=settings.partitions
+        shells._storage(settings), shells._RayPlacement(settings), partitions=settings.partitions
     )
     out = {}
     for label in ("cold", "warm", "warm_again"):
