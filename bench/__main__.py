@@ -1,7 +1,7 @@
 """Run one benchmark: ``python -m bench SCENARIO [options] [--json]``.
 
 End-to-end scenarios (each starts its own Redis, HubSpot emulator, Ray and hubsync on 127.0.0.1
-and stops them on the way out): backfill, flips, latency, ingest, memory, fairness, load, soak, peers.
+and stops them on the way out): backfill, flips, latency, ingest, memory, fairness, load, soak, peers, tenants.
 Component benchmarks: coalescer_memory, simulation, emulator_throughput.
 ``python -m bench SCENARIO --help`` lists a scenario's options; BENCHMARKS.md has the figures.
 """
@@ -20,6 +20,7 @@ SCENARIOS = {
     "fairness": "a big backfill on one activation, a realtime trickle on another, one token",
     "load": "a sustained stream (default 50,000 changes/s for a minute): intake, memory, lag recovery",
     "soak": "a steady mixed load for minutes (default 5,000 changes/s for 10): does anything keep growing?",
+    "tenants": "N activations, a token and a small audience each, at once: memory per tenant, p99",
     "peers": "hubsync vs HubSpot's SDK (a call per change; batches of 100 + Retry): rate, 429s, writes",
     "coalescer_memory": "the Coalescer alone: bytes per pending contact (1,000,000 contacts)",
     "simulation": "the scheduler on a fake clock: a flood of changes, HubSpot as a dict",

@@ -27,11 +27,6 @@ import os
 from pathlib import Path
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crm.tokens import token_fingerprint, token_problem
 
@@ -90,6 +85,14 @@ def _binding(activation_id: str, base_url: str, fingerprint: str) -> bytes:
 
 class Sealer:
     def __init__(self, key: str | bytes) -> None:
+        # cryptography's OpenSSL bindings cost ~7 MiB of unique memory in every process that
+        # loads them: imported here, they load only where tokens are sealed or opened (the
+        # RateGovernor, the CLI, the API), not in every Router and ActivationActor (issue 15, 5).
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         try:
             self._fernet = Fernet(key)
             raw = base64.urlsafe_b64decode(key)
@@ -128,6 +131,8 @@ class Sealer:
         return token
 
     def _open_v2(self, sealed: str, binding: bytes) -> str:
+        from cryptography.exceptions import InvalidTag
+
         try:
             blob = base64.urlsafe_b64decode(sealed[len(SEALED_PREFIX) :])
             nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
@@ -140,6 +145,8 @@ class Sealer:
             ) from None
 
     def _open_legacy(self, sealed: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except (InvalidToken, ValueError):
@@ -162,6 +169,8 @@ def load_or_create_key(home: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     home.mkdir(parents=True, exist_ok=True)
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key().decode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
