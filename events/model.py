@@ -100,44 +100,32 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-class _Shown:
-    """An email as an error message shows it (its first 100 characters, quoted), made only when
-    a message is."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: str) -> None:
-        self.raw = raw
-
-    def __format__(self, spec: str) -> str:
-        return format(repr(self.raw[:100]), spec)
-
-
 def normalise_email(raw: str) -> str:
     """Trim and lower-case an email (HubSpot stores emails lower-case), or raise InvalidEvent."""
     email = raw.strip().lower()
-    shown = _Shown(raw)
     # The common case, printable ASCII without a space, has no invisible character: only other
     # emails are looked at character by character (a tenth of a Router's CPU otherwise).
     if not (email.isascii() and email.isprintable() and " " not in email):
         hidden = next((c for c in email if unicodedata.category(c) in _INVISIBLE), None)
         if hidden is not None:
             raise InvalidEvent(
-                f"invalid email {shown}: it contains the invisible or control character "
+                f"invalid email {raw[:100]!r}: it contains the invisible or control character "
                 f"U+{ord(hidden):04X} ({unicodedata.name(hidden, unicodedata.category(hidden))})"
             )
     if len(email) > MAX_EMAIL_LENGTH:
         raise InvalidEvent(
-            f"invalid email {shown}: {len(email)} characters, at most {MAX_EMAIL_LENGTH} (RFC 5321)"
+            f"invalid email {raw[:100]!r}: {len(email)} characters, at most {MAX_EMAIL_LENGTH} (RFC 5321)"
         )
     local = email.rpartition("@")[0]
     if len(local) > MAX_LOCAL_PART_LENGTH:
         raise InvalidEvent(
-            f"invalid email {shown}: the part before '@' has {len(local)} characters, "
+            f"invalid email {raw[:100]!r}: the part before '@' has {len(local)} characters, "
             f"at most {MAX_LOCAL_PART_LENGTH} (RFC 5321)"
         )
     if not _EMAIL.match(email):
-        raise InvalidEvent(f"invalid email {shown}: expected one address like ada@example.com")
+        raise InvalidEvent(
+            f"invalid email {raw[:100]!r}: expected one address like ada@example.com"
+        )
     return email
 
 
