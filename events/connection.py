@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError, TimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 __all__ = ["connect", "is_cluster_url", "redact_url"]
 
@@ -44,6 +46,18 @@ def redact_url(url: str) -> str:
         return "<a URL that does not parse>"
 
 
+class HiredisPackingConnection(aioredis.Connection):
+    """A TCP connection that packs commands with hiredis (in C), as redis-py's synchronous
+    client does when hiredis is installed. redis-py's asyncio client packs them in Python, at
+    ~0.7 us an argument: a Router acknowledges 2,000 ids and writes thousands of projection
+    fields a step, and packing them was a tenth of its CPU."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 def connect(url: str) -> Any:
     """An asyncio client for ``url`` (redis.asyncio.Redis, or RedisCluster for a cluster URL)."""
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=12)
@@ -57,6 +71,8 @@ def connect(url: str) -> Any:
         )
     return aioredis.Redis.from_url(
         url,
+        # rediss:// and unix:// URLs name their own connection class, which wins over this one
+        connection_class=HiredisPackingConnection if HIREDIS_AVAILABLE else aioredis.Connection,
         retry=retry,
         retry_on_error=[ConnectionError, TimeoutError],
         health_check_interval=10,
