@@ -319,19 +319,27 @@ class ActivationCore(ActivationControl):
         return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
 
     def _offer(self, changes: list[Change], lane: Lane) -> None:
-        subscribed = self.spec.subscribes() if self.spec else None
-        for change in changes:
-            if subscribed is not None and change.key not in subscribed:
-                continue  # routed just before the audience was removed: the backfill covers a re-add
-            if change.key in self.problems or change.key in self.state.archived:
-                continue
-            name = self._name(change.key)
-            if name is None:
-                continue
-            self.coalescer.offer(change.email, name, change.value, change.position, lane)
+        # A step's changes carry a handful of keys: each key's property is looked up once.
+        names = {key: self._offered_name(key) for key in {c.key for c in changes}}
+        self.coalescer.offer_all(
+            [
+                (c.email, name, c.value, c.position)
+                for c in changes
+                if (name := names[c.key]) is not None
+            ],
+            lane,
+        )
         self.state.counters.changes_in += len(changes)
         self._dirty = True
         self._work.set()
+
+    def _offered_name(self, key: str) -> str | None:
+        """The property changes of `key` are offered as, or None to drop them."""
+        if self.spec is not None and key not in self.spec.subscribes():
+            return None  # routed just before the audience was removed: the backfill covers a re-add
+        if key in self.problems or key in self.state.archived:
+            return None
+        return self._name(key)
 
     # --- housekeeping: the control half, checkpoints, status -----------------------------------
 

@@ -334,10 +334,9 @@ class ActivationControl:
             async for page in self._projections.members(cdp_id, self._partitions):
                 if dropped():
                     return
-                for member in page:
-                    self.coalescer.offer_many(
-                        member.email, ((name, "true", member.position),), Lane.BACKFILL, force=force
-                    )
+                self.coalescer.offer_all(
+                    [(m.email, name, "true", m.position) for m in page], Lane.BACKFILL, force=force
+                )
                 backfill.total += len(page)
                 self._work.set()
         else:
@@ -346,6 +345,7 @@ class ActivationControl:
                 if dropped():
                     return
                 unusable: list[DeadLetter] = []
+                usable: list[tuple[str, str, str, int]] = []
                 for row in rows:
                     try:
                         text = format_value(
@@ -356,9 +356,8 @@ class ActivationControl:
                         # this value, backfill the rest.
                         unusable.append(self._unusable_value(key, row.email, row.value, exc))
                         continue
-                    self.coalescer.offer_many(
-                        row.email, ((name, text, row.position),), Lane.BACKFILL, force=force
-                    )
+                    usable.append((row.email, name, text, row.position))
+                self.coalescer.offer_all(usable, Lane.BACKFILL, force=force)
                 await self._dead.park(unusable)
                 backfill.total += len(rows) - len(unusable)
                 self._work.set()

@@ -273,7 +273,30 @@ class Coalescer:
         lane: Lane = Lane.REALTIME,
     ) -> None:
         """Offer one change: set `prop` of contact `email` to `value` as of `position`."""
-        self.offer_many(email, ((prop, value, position),), lane)
+        self.offer_all(((email, prop, value, position),), lane)
+
+    def offer_all(
+        self,
+        changes: Iterable[tuple[str, str, str, int]],
+        lane: Lane = Lane.REALTIME,
+        *,
+        force: bool = False,
+    ) -> None:
+        """Offer (email, property, value, position) changes of any contacts, in order: the same
+        as `offer` (or `offer_many` with ``force``) for each, with what they share worked out
+        once (the lane, and one arrival time: they arrived together). The intake's path: a
+        Router step's changes, or a page of a backfill, at once."""
+        li = _lane_index(lane)
+        now = self._clock.now()
+        key_of = self._keys.key
+        prop_ids = self._prop_ids
+        for email, prop, value, position in changes:
+            if not 0 <= position <= MAX_POSITION:
+                raise ValueError(f"position must be in [0, 2**63), got {position}")
+            pid = prop_ids.get(prop)
+            if pid is None:
+                pid = self._intern(prop)
+            self._offer_entries(key_of(email), [(pid, position, value)], li, now, force=force)
 
     def offer_many(
         self,
@@ -295,13 +318,16 @@ class Coalescer:
             if not 0 <= position <= MAX_POSITION:
                 raise ValueError(f"position must be in [0, 2**63), got {position}")
             entries.append((self._intern(prop), position, value))
-        if not entries:
-            return
+        if entries:
+            self._offer_entries(self._keys.key(email), entries, li, self._clock.now(), force=force)
+
+    def _offer_entries(
+        self, key: bytes, entries: list[Entry], li: int, now: float, *, force: bool = False
+    ) -> None:
+        """Fold one contact's checked entries (property ids interned) into its pending values."""
         self._offered += len(entries)
         if self._codec is None:
             self._codec = RecordCodec(max(0, entries[0][1] - _BASE_MARGIN))
-        key = self._keys.key(email)
-        now = self._clock.now()
 
         if key in self._inflight:
             # Resolved against what the batch in flight turns out to have done.
@@ -975,10 +1001,10 @@ class Coalescer:
         return self._codec.encode(entries)  # type: ignore[union-attr]
 
     def _values(self, record: Record) -> _Values:
-        return {prop: (pos, value) for prop, pos, value in self._decode(record)}
+        return {prop: (pos, value) for prop, pos, value in self._codec.decode(record)}  # type: ignore[union-attr]
 
     def _encode(self, values: _Values) -> Record:
-        return self._encode_entries([(p, pos, v) for p, (pos, v) in values.items()])
+        return self._codec.encode([(p, pos, v) for p, (pos, v) in values.items()])  # type: ignore[union-attr]
 
     def _merge(
         self,
