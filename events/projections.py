@@ -78,11 +78,13 @@ class Projections:
 
         def put(key: str, email: str, value: bytes | int) -> None:
             sets.setdefault(key, {})[email] = value
-            dels.get(key, set()).discard(email)
+            if key in dels:
+                dels[key].discard(email)
 
         def drop(key: str, email: str) -> None:
             dels.setdefault(key, set()).add(email)
-            sets.get(key, {}).pop(email, None)
+            if key in sets:
+                sets[key].pop(email, None)
 
         for pos, event in fresh:
             match event:

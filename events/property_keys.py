@@ -49,11 +49,16 @@ class PropertyKey(NamedTuple):
         return f"{self.kind.value}:{self.cdp_id}"
 
 
+# str(PropertyKey(kind, cdp_id)), written out: a Router formats one key per change it routes.
+_AUDIENCE_PREFIX = f"{SourceKind.AUDIENCE.value}:"
+_ATTRIBUTE_PREFIX = f"{SourceKind.ATTRIBUTE.value}:"
+
+
 def audience_key(audience_id: str) -> str:
     """The key text of an audience's property (what crosses processes and is stored)."""
-    return str(PropertyKey(SourceKind.AUDIENCE, audience_id))
+    return _AUDIENCE_PREFIX + audience_id
 
 
 def attribute_key(attribute_id: str) -> str:
     """The key text of a calculated attribute's property."""
-    return str(PropertyKey(SourceKind.ATTRIBUTE, attribute_id))
+    return _ATTRIBUTE_PREFIX + attribute_id
