@@ -108,6 +108,25 @@ async def test_an_id_beyond_seq_bits_comes_back_as_a_problem_from_xautoclaim(
     assert len(claimed) == 3
 
 
+async def test_a_dead_consumers_entries_are_claimed_once_a_tenth_of_the_idle_time_not_every_read(
+    r: aioredis.Redis, keys: Keys
+) -> None:
+    stream = keys.changes(0)
+    [entry_id] = await Publisher(r, keys, 1).publish([entered(1)])
+    dead = StreamConsumer(r, stream, "g", "dead")
+    await dead.ensure_group()
+    assert len(await dead.read(block=False)) == 1  # ... and it dies without acking
+    now = [0.0]
+    heir = StreamConsumer(r, stream, "g", "heir", claim_idle_ms=60_000, clock=lambda: now[0])
+    assert await heir.read(block=False) == []  # a claim pass at 0 s: nothing idle that long yet
+    # The entry now looks idle for two minutes (XCLAIM to its owner, with IDLE): claimable.
+    await r.xclaim(stream, "g", "dead", 0, [entry_id], idle=120_000, justid=True)
+    now[0] = 5.9
+    assert await heir.read(block=False) == []  # within 6 s of the last pass: not looked at
+    now[0] = 6.0
+    assert [e.id for e in await heir.read(block=False)] == [entry_id]
+
+
 async def test_a_router_parks_the_entry_with_the_bad_id_and_routes_the_rest(
     r: aioredis.Redis, keys: Keys
 ) -> None:

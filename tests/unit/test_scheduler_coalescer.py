@@ -266,3 +266,35 @@ def test_a_forced_offer_resends_what_hubspot_is_known_to_hold_but_never_an_older
     assert c.pending_values("ada@example.com") == {"raptor_vip": ("true", 10)}
     c.offer_many("ada@example.com", [("raptor_vip", "false", 9)], force=True)
     assert c.pending_values("ada@example.com") == {"raptor_vip": ("true", 10)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    changes=st.lists(change, min_size=1, max_size=40),
+    order=st.data(),
+    lane=st.sampled_from(list(Lane)),
+    force=st.booleans(),
+)
+def test_a_steps_changes_offered_at_once_leave_what_offering_them_one_by_one_leaves(
+    changes, order, lane, force
+) -> None:
+    # What the ActivationActor offers per inbox entry (offer_all) against the one-by-one path,
+    # with damping, HubSpot's known values and a contact in flight in play.
+    pos = order.draw(st.permutations(range(len(changes))).map(lambda xs: [P0 + x for x in xs]))
+    steps = [(email, prop, value, p) for (email, prop, value), p in zip(changes, pos, strict=True)]
+
+    def coalescer() -> Coalescer:
+        c = Coalescer(FakeClock(T0), FlushPolicy(batch_size=2), damping=DampingPolicy())
+        c.offer_many(EMAILS[0], [("aud_a", "true", P0 - 2)])
+        c.offer_many(EMAILS[1], [("ltv", "12.5", P0 - 1)])
+        c.acknowledge(c.take(force=True))  # known values
+        c.offer_many(EMAILS[2], [("aud_b", "true", P0 - 3)])
+        c.take(force=True)  # in flight: changes to it wait aside
+        return c
+
+    one_by_one, at_once = coalescer(), coalescer()
+    for email, prop, value, p in steps:
+        one_by_one.offer_many(email, [(prop, value, p)], lane, force=force)
+    at_once.offer_all(steps, lane, force=force)
+    assert at_once.snapshot() == one_by_one.snapshot()
+    assert at_once.stats() == one_by_one.stats()
