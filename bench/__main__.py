@@ -2,7 +2,7 @@
 
 End-to-end scenarios (each starts its own Redis, HubSpot emulator, Ray and hubsync on 127.0.0.1
 and stops them on the way out): backfill, flips, latency, ingest, memory, fairness, load, soak, peers, tenants.
-Component benchmarks: coalescer_memory, simulation, emulator_throughput.
+Component benchmarks: coalescer_memory, simulation, emulator_throughput, intake_cpu.
 ``python -m bench SCENARIO --help`` lists a scenario's options; BENCHMARKS.md has the figures.
 """
 
@@ -25,6 +25,7 @@ SCENARIOS = {
     "coalescer_memory": "the Coalescer alone: bytes per pending contact (1,000,000 contacts)",
     "simulation": "the scheduler on a fake clock: a flood of changes, HubSpot as a dict",
     "emulator_throughput": "requests per second the HubSpot emulator serves",
+    "intake_cpu": "Router and ActivationActor CPU per change in one process, GC passes; --profile",
 }
 
 
