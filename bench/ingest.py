@@ -10,7 +10,8 @@ activation. The rate is read from the activation's ``changes_in`` (polled from t
 0.2 s): ``rate_10_90`` over the middle 80% of the volume, ``rate_overall`` from the first change
 in to the last. Then the same entries are written to a second set of streams and drained by a
 raw consumer loop (redis-py asyncio, one task and connection per partition, XREADGROUP of 2,000
-like the Routers + XACK, nothing decoded): ``raw_rate``. Goal: pipeline / raw >= 0.5.
+like the Routers + XACK, nothing decoded): ``raw_rate``. Goal: pipeline / raw >= 0.6 (issue 15:
+the median of several runs; ``goal_met`` judges one).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from events.model import (
 )
 from events.streams import Keys, Publisher, read_rows
 
-GOAL_RATIO = 0.5
+GOAL_RATIO = 0.6
 READ_COUNT = 2000  # what RouterCore reads per XREADGROUP
 
 
