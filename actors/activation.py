@@ -319,8 +319,10 @@ class ActivationCore(ActivationControl):
         return all(c.value in options[c.key] for c in changes if c.key in options and c.value)
 
     def _offer(self, changes: list[Change], lane: Lane) -> None:
-        # A step's changes carry a handful of keys: each key's property is looked up once.
-        names = {key: self._offered_name(key) for key in {c.key for c in changes}}
+        # A step's changes carry a handful of keys: each key's property is looked up once, in
+        # the order the keys first appear (a new key's name is chosen then, and two new keys
+        # may want the same one).
+        names = {key: self._offered_name(key) for key in dict.fromkeys(c.key for c in changes)}
         self.coalescer.offer_all(
             [
                 (c.email, name, c.value, c.position)
