@@ -290,12 +290,18 @@ class GovernorCore:
         if activation_id not in self._activations.by_id:
             raise ActivationGone(f"activation {activation_id} was deleted: no more HubSpot calls")
 
-    def _answered(self, activation_id: str, info: RateLimitInfo, status: int) -> None:
-        """A request of a call got its answer (status 0: none came)."""
+    def _answered(
+        self,
+        activation_id: str,
+        info: RateLimitInfo,
+        status: int,
+        permit: Permit | None = None,
+    ) -> None:
+        """A request of a call, sent on `permit`, got its answer (status 0: none came)."""
         now = self._clock.now()
         self.calls[str(status)] += 1
         self._metrics.call(activation_id, status)
-        self._dispatch.answered(now)
+        self._dispatch.answered(now, permit, reply=bool(status))
         if info.known:
             self._dispatch.observe(
                 now,
@@ -673,6 +679,7 @@ class _Requests:
         self._activation_id = activation_id
         self._lane = lane
         self.carried = carried  # the caller's permit, until a request spends it
+        self._sent_on: Permit | None = None  # the permit of the request in flight
 
     async def before(self) -> None:
         """Wait until this request may go: a valid permit checked at the last moment (a permit
@@ -688,11 +695,13 @@ class _Requests:
                 core._dispatch.release(permit, core._clock.now())  # no request goes out on it
                 raise
             if core._dispatch.use(permit, core._clock.now()):
+                self._sent_on = permit
                 return
             permit = None
 
     def after(self, info: RateLimitInfo, status: int) -> None:
-        self._core._answered(self._activation_id, info, status)
+        permit, self._sent_on = self._sent_on, None
+        self._core._answered(self._activation_id, info, status, permit)
 
 
 def _upsert(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:
