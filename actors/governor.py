@@ -679,7 +679,9 @@ class _Requests:
         self._activation_id = activation_id
         self._lane = lane
         self.carried = carried  # the caller's permit, until a request spends it
-        self._sent_on: Permit | None = None  # the permit of the request in flight
+        # The permit each request in flight went out on, by the task sending it: the requests of
+        # one call may be in flight together (the schema's), each awaits its answer in its task.
+        self._sent_on: dict[asyncio.Task[Any] | None, Permit] = {}
 
     async def before(self) -> None:
         """Wait until this request may go: a valid permit checked at the last moment (a permit
@@ -695,12 +697,12 @@ class _Requests:
                 core._dispatch.release(permit, core._clock.now())  # no request goes out on it
                 raise
             if core._dispatch.use(permit, core._clock.now()):
-                self._sent_on = permit
+                self._sent_on[asyncio.current_task()] = permit
                 return
             permit = None
 
     def after(self, info: RateLimitInfo, status: int) -> None:
-        permit, self._sent_on = self._sent_on, None
+        permit = self._sent_on.pop(asyncio.current_task(), None)
         self._core._answered(self._activation_id, info, status, permit)
 
 
