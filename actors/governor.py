@@ -591,7 +591,9 @@ class GovernorCore:
             finally:
                 if not group.done():
                     group.cancel()
-                    await asyncio.gather(group, return_exceptions=True)
+                # Retrieved here when the properties' error is the one raised (else asyncio logs
+                # "Task exception was never retrieved" for the group's).
+                await asyncio.gather(group, return_exceptions=True)
 
         async def properties(client: HubSpotClient, group: Awaitable[object]) -> dict[str, str]:
             problems: dict[str, str] = {}
