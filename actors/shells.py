@@ -241,14 +241,18 @@ class SupervisorActor(_Located):
 
     async def _keep_spares(self) -> None:
         """Keep ``spare_workers`` idle Ray workers per node for the next actors (actors.spares).
-        Only once the routers run: spares asked for earlier would serve the routers' creation."""
-        while not self.core.partitions:
-            await asyncio.sleep(0.1)
-        await asyncio.gather(
-            *(self._placement.router(p).where.remote() for p in range(self.core.partitions))
-        )
+        Only once the routers answer: spares asked for earlier would serve the routers' creation.
+        A failing step (a router or a raylet not answering) is retried, never fatal."""
+        routers_up = False
 
         async def step() -> None:
+            nonlocal routers_up
+            if not routers_up:
+                if not self.core.partitions:
+                    return  # the first reconcile has not passed yet
+                routers = [self._placement.router(p) for p in range(self.core.partitions)]
+                await asyncio.wait_for(asyncio.gather(*(r.where.remote() for r in routers)), 60)
+                routers_up = True
             due = self._spares.due()
             if due:
                 nodes = await asyncio.to_thread(
