@@ -290,12 +290,18 @@ class GovernorCore:
         if activation_id not in self._activations.by_id:
             raise ActivationGone(f"activation {activation_id} was deleted: no more HubSpot calls")
 
-    def _answered(self, activation_id: str, info: RateLimitInfo, status: int) -> None:
-        """A request of a call got its answer (status 0: none came)."""
+    def _answered(
+        self,
+        activation_id: str,
+        info: RateLimitInfo,
+        status: int,
+        permit: Permit | None = None,
+    ) -> None:
+        """A request of a call, sent on `permit`, got its answer (status 0: none came)."""
         now = self._clock.now()
         self.calls[str(status)] += 1
         self._metrics.call(activation_id, status)
-        self._dispatch.answered(now)
+        self._dispatch.answered(now, permit, reply=bool(status))
         if info.known:
             self._dispatch.observe(
                 now,
@@ -585,7 +591,9 @@ class GovernorCore:
             finally:
                 if not group.done():
                     group.cancel()
-                    await asyncio.gather(group, return_exceptions=True)
+                # Retrieved here when the properties' error is the one raised (else asyncio logs
+                # "Task exception was never retrieved" for the group's).
+                await asyncio.gather(group, return_exceptions=True)
 
         async def properties(client: HubSpotClient, group: Awaitable[object]) -> dict[str, str]:
             problems: dict[str, str] = {}
@@ -673,6 +681,9 @@ class _Requests:
         self._activation_id = activation_id
         self._lane = lane
         self.carried = carried  # the caller's permit, until a request spends it
+        # The permit each request in flight went out on, by the task sending it: the requests of
+        # one call may be in flight together (the schema's), each awaits its answer in its task.
+        self._sent_on: dict[asyncio.Task[Any] | None, Permit] = {}
 
     async def before(self) -> None:
         """Wait until this request may go: a valid permit checked at the last moment (a permit
@@ -688,11 +699,13 @@ class _Requests:
                 core._dispatch.release(permit, core._clock.now())  # no request goes out on it
                 raise
             if core._dispatch.use(permit, core._clock.now()):
+                self._sent_on[asyncio.current_task()] = permit
                 return
             permit = None
 
     def after(self, info: RateLimitInfo, status: int) -> None:
-        self._core._answered(self._activation_id, info, status)
+        permit = self._sent_on.pop(asyncio.current_task(), None)
+        self._core._answered(self._activation_id, info, status, permit)
 
 
 def _upsert(client: HubSpotClient, part: list[Any]) -> Awaitable[Any]:

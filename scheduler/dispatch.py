@@ -22,6 +22,13 @@ A call goes in three steps:
      arrives, or refused if the window has no room now.
    A refused permit means: ask for another. A permit not used is given back (`release`) or
    expires `permit_ttl` after its grant.
+4. The answer re-times the grant, `answered(now, sent_at)`. HubSpot counted the call when it
+   arrived, which is some time after we sent it and no later than its answer came back: from then
+   on the call counts in our window until `now` + HubSpot's interval. Until its answer comes, a
+   call counts from when it was sent for the interval plus `margin`. So a request slowed by a busy
+   machine or network (it arrives late, so HubSpot counts it late) keeps its slot for as long as
+   HubSpot does, and a fast one frees its slot as soon as HubSpot's does: the window is never
+   overrun because requests' delays vary, and never wasted by a margin sized for the slowest.
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ class Dispatcher:
         self._ids = itertools.count(1)
         self._withdrawn: set[int] = set()
         self._outstanding: dict[int, Permit] = {}  # granted, neither used nor released yet
+        # Permit id -> where its grant stands in the window, while its request awaits an answer.
+        self._in_flight: dict[int, float] = {}
         # When HubSpot last refused a call (429): a permit granted before it is void.
         self._refused_at = float("-inf")
         self._warm = False  # HubSpot's headers have told us what is left of the window
@@ -188,12 +197,16 @@ class Dispatcher:
         if permit.granted_at <= self._refused_at:
             return False  # granted before HubSpot's last 429: its slot stays charged
         if now - permit.granted_at < self._margin / 2:
+            self._in_flight[permit.id] = permit.granted_at
             return True
         # Used late: HubSpot counts the call when it arrives, so move it to now in our window,
         # or give it up if the window has no room now.
         window = self.budget.window
         window.release(permit.granted_at)
-        return window.reserve(now) == 0.0
+        if window.reserve(now) != 0.0:
+            return False
+        self._in_flight[permit.id] = window.newest() or now
+        return True
 
     def release(self, permit: Permit, now: float) -> None:
         """Give back a permit that will not be used: its slot in the budget is free again."""
@@ -211,12 +224,21 @@ class Dispatcher:
         stale = [i for i, p in self._outstanding.items() if now - p.granted_at > ttl]
         for i in stale:
             del self._outstanding[i]
+        if self._in_flight:  # answers that never came (their caller was cancelled)
+            for i in [i for i, at in self._in_flight.items() if now - at > ttl]:
+                del self._in_flight[i]
 
     # --- what HubSpot answered ------------------------------------------------------------------
 
-    def answered(self, now: float) -> None:
-        """A call got an answer (or failed without one): the probe, if it was one, is over."""
+    def answered(self, now: float, permit: Permit | None = None, *, reply: bool = True) -> None:
+        """The request sent on `permit` got its answer now (`reply`), or failed without one. The
+        probe, if it was one, is over. The request's grant counts from now on for HubSpot's
+        interval after its answer (HubSpot counted it no later), or, with no answer (it may still
+        arrive), for a whole window of ours from now."""
         self._probe_at = float("-inf")
+        sent_at = None if permit is None else self._in_flight.pop(permit.id, None)
+        if sent_at is not None:
+            self.budget.window.retime(sent_at, now - self._margin if reply else now)
 
     def observe(
         self,

@@ -11,6 +11,7 @@ the limit (`observe`) and a 429 blocks the window for a full interval (`refused`
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 __all__ = ["RollingWindow"]
@@ -95,6 +96,22 @@ class RollingWindow:
                 return
         if grants and granted_at > grants[-1]:
             grants.pop()
+
+    def newest(self) -> float | None:
+        """The latest grant's time (None: none in the window)."""
+        return self._grants[-1] if self._grants else None
+
+    def retime(self, granted_at: float, at: float) -> None:
+        """Move a grant recorded at `granted_at` to `at` (later or earlier), keeping the grants in
+        order; nothing happens if no grant was recorded at `granted_at` (it expired already)."""
+        grants = self._grants
+        for i in range(len(grants) - 1, -1, -1):
+            if grants[i] == granted_at:
+                del grants[i]
+                grants.insert(bisect.bisect_right(grants, at), at)
+                return
+            if grants[i] < granted_at:
+                return
 
     def observe(
         self,

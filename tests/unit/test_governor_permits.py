@@ -4,11 +4,15 @@ app (see test_governor_refusals for the rig)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from actors.governor import _Requests
 from actors.governor_port import ActivationGone, TokenRejected
+from crm.plans import WINDOW_S
+from crm.ratelimit import RateLimitInfo
 from events.model import ActivationDeleted, encode
 from scheduler import Lane
 from tests.unit.test_governor_refusals import Rig
@@ -133,3 +137,33 @@ def test_the_governors_errors_cross_a_process_as_themselves() -> None:
     assert isinstance(back, CallRefused) and back.status == 404 and str(back) == str(refused)
     for error in (TokenRejected("401"), CallFailed("502"), ActivationGone("deleted")):
         assert type(pickle.loads(pickle.dumps(error))) is type(error)
+
+
+async def test_requests_of_one_call_in_flight_together_each_hold_their_slot_until_their_answer(
+    rig: Any,
+) -> None:
+    # The schema's calls send several requests together, on one call's hooks (`_Requests`):
+    # each request's answer must re-time its own grant, whatever the order the answers come in.
+    r = await rig()
+    window = r.core.budget.window
+    before = len(window.grants())
+    hooks = _Requests(r.core, "act1", Lane.REALTIME, None)
+    sent = asyncio.Event()
+    answers: list[float] = []
+
+    async def request(answer_after: float) -> None:
+        await hooks.before()
+        await sent.wait()  # both are in flight
+        r.clock.advance(answer_after)
+        answers.append(r.clock.now())
+        hooks.after(RateLimitInfo(), 200)
+
+    slow = asyncio.create_task(request(2.0))
+    await asyncio.sleep(0)
+    fast = asyncio.create_task(request(0.5))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    sent.set()
+    await asyncio.gather(slow, fast)
+    ends = sorted(g + window.interval for g in window.grants()[before:])
+    assert ends == pytest.approx(sorted(a + WINDOW_S for a in answers), abs=1e-6)

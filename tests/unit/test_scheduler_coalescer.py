@@ -60,7 +60,7 @@ def test_drain_hands_out_oldest_first_and_distinct_contacts() -> None:
         c.offer(f"c{i}@example.com", "aud", "false", P0 + 1000 + i)
     first = c.drain(100)
     assert [w.email for w in first.contacts] == [f"c{i}@example.com" for i in range(100)]
-    assert first.oldest == pytest.approx(T0 + 0.1)
+    assert first.oldest == pytest.approx(T0 + 0.1, abs=1e-6)
     second = c.drain(100)
     assert second.contacts[0].email == "c100@example.com"
     assert c.pending() == 50 and c.in_flight() == 200
@@ -98,7 +98,7 @@ def test_flush_when_full_or_after_linger() -> None:
     c = Coalescer(clock, FlushPolicy(batch_size=3, linger=0.25))
     c.offer("a@example.com", "aud", "true", P0 + 1)
     assert not c.ready()
-    assert c.next_flush_at() == pytest.approx(T0 + 0.25)
+    assert c.next_flush_at() == pytest.approx(T0 + 0.25, abs=1e-6)
     clock.advance(0.1)
     c.offer("b@example.com", "aud", "true", P0 + 2)
     c.offer("c@example.com", "aud", "true", P0 + 3)

@@ -35,7 +35,7 @@ def test_a_contact_changed_once_waits_settle_then_goes_and_is_never_held() -> No
     c.offer("ada@example.com", "aud", "true", P0 + 1)
     assert c.hold_of("ada@example.com") is None
     assert c.take() is None and c.drain(100) is None  # not settled yet
-    assert c.next_flush_at() == pytest.approx(T0 + DAMPING.settle + POLICY.linger)
+    assert c.next_flush_at() == pytest.approx(T0 + DAMPING.settle + POLICY.linger, abs=1e-6)
     clock.set(T0 + DAMPING.settle + POLICY.linger)
     batch = c.take()
     assert batch is not None and batch.contacts[0].properties == {"aud": "true"}

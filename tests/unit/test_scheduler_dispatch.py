@@ -5,21 +5,31 @@ Pure: the tests hand it `now` and read its decisions; nothing sleeps.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crm.emulator.limits import RollingWindow as HubSpotWindow
 from scheduler import Lane, TokenBudget
-from scheduler.dispatch import PROBE_POLL, PROBE_TIMEOUT, Dispatcher, Grant, Permit
+from scheduler.dispatch import (
+    PROBE_POLL,
+    PROBE_TIMEOUT,
+    WINDOW_MARGIN,
+    Dispatcher,
+    Grant,
+    Permit,
+)
 
 T0 = 1_800_000_000.0
 
 
 def warm(limit: int = 100, interval: float = 10.0, daily: int | None = None) -> Dispatcher:
-    """A dispatcher whose budget HubSpot's headers have already confirmed (no probing call)."""
-    d = Dispatcher(TokenBudget.for_plan(limit, daily, interval=interval))
+    """A dispatcher whose budget HubSpot's headers have already confirmed (no probing call). Its
+    window counts a grant for HubSpot's `interval` plus the margin, as the RateGovernor's does."""
+    d = Dispatcher(TokenBudget.for_plan(limit, daily, interval=interval + WINDOW_MARGIN))
     d.observe(T0 - 100, max=limit, remaining=limit)
     return d
 
@@ -269,3 +279,71 @@ def test_a_probe_never_answered_lets_another_call_go_after_the_timeout() -> None
     grant(d, T0)  # its caller died with it
     assert d.next_grant(T0 + PROBE_TIMEOUT - 0.1) == PROBE_POLL
     assert grant(d, T0 + PROBE_TIMEOUT).permit.activation == "b"
+
+
+def test_an_answer_moves_the_grant_to_when_hubspot_counted_the_call_at_the_latest() -> None:
+    d = warm(limit=100)
+    for _ in range(3):
+        d.request("a", Lane.REALTIME, T0)
+    fast, slow, lost = (grant(d, T0).permit for _ in range(3))
+    for p in (fast, slow, lost):
+        assert d.use(p, T0)
+    window = d.budget.window
+    d.answered(T0 + 0.05, fast)  # HubSpot had it by then: it counts there until T0 + 10.05
+    d.answered(T0 + 1.5, slow)  # it may have arrived only just now: until T0 + 11.5
+    d.answered(T0 + 2.0, lost, reply=False)  # no answer, it may still arrive: a whole window
+    ends = sorted(at + window.interval for at in window.grants())
+    assert ends == pytest.approx([T0 + 10.05, T0 + 11.5, T0 + 2.0 + window.interval], abs=1e-6)
+    d.answered(T0 + 3.0, fast)  # answered already: nothing moves twice
+    assert sorted(at + window.interval for at in window.grants())[0] == pytest.approx(
+        T0 + 10.05, abs=1e-6
+    )
+
+
+def _backfill_against_hubspot(
+    d: Dispatcher, seconds: float, slow: float, *, report_answers: bool = True
+) -> tuple[int, int]:
+    """Drive a long backfill through `d` against HubSpot's rolling window, as the governor does:
+    each call goes out when granted, arrives at HubSpot 9/10 of its round trip later, and its
+    answer comes back to `d`. Round trips take 0.05 s, but `slow` s for 20 calls in a row every
+    200 (a busy machine or network). Returns (calls made, HubSpot's 429s)."""
+    for _ in range(int(seconds * 12)):
+        d.request("bf", Lane.BACKFILL, T0)
+    in_flight: list[tuple[float, int, Permit]] = []  # (answered at, call, its permit)
+    arrivals: list[float] = []
+    now, calls = T0, 0
+    while now < T0 + seconds:
+        while in_flight and in_flight[0][0] <= now:
+            answered_at, _, permit = heapq.heappop(in_flight)
+            d.answered(answered_at, permit if report_answers else None)
+        decision = d.next_grant(now)
+        if isinstance(decision, Grant):
+            assert d.use(decision.permit, now)
+            round_trip = slow if calls % 200 < 20 else 0.05
+            arrivals.append(now + 0.9 * round_trip)  # HubSpot counts it when it arrives
+            heapq.heappush(in_flight, (now + round_trip, calls, decision.permit))
+            calls += 1
+        else:
+            now += max(decision or 0.01, 0.001)
+    hubspot = HubSpotWindow(10.0)
+    refused = 0
+    for at in sorted(arrivals):
+        if hubspot.count(at) >= 100:
+            refused += 1
+        else:
+            hubspot.record(at)
+    return calls, refused
+
+
+@pytest.mark.parametrize("slow", [0.05, 0.6, 1.2, 3.0])
+def test_requests_slowed_unevenly_draw_no_429_and_fast_ones_use_the_whole_window(
+    slow: float,
+) -> None:
+    calls, refused = _backfill_against_hubspot(warm(limit=100), 60.0, slow)
+    assert refused == 0
+    if slow == 0.05:  # a slot is held for HubSpot's 10 s plus a round trip, not plus a margin
+        assert calls >= int(60.0 / 10.05 * 100) - 2
+    # Counted only from when they were sent, plus a fixed margin, the slow requests land in
+    # HubSpot's full windows as soon as they are slower than the margin.
+    _, refused = _backfill_against_hubspot(warm(limit=100), 60.0, slow, report_answers=False)
+    assert (refused > 0) == (slow > WINDOW_MARGIN)

@@ -140,3 +140,16 @@ def test_no_rolling_interval_ever_holds_more_than_n_grants(limit, interval, reqs
     for i, start in enumerate(granted):
         inside = sum(1 for t in granted[i:] if t < start + interval)
         assert inside <= limit
+
+
+def test_a_retimed_grant_keeps_the_window_in_order_and_expires_from_its_new_time() -> None:
+    w = RollingWindow(limit=3, interval=10.0)
+    for t in (0.0, 1.0, 2.0):
+        assert w.reserve(t) == 0.0
+    w.retime(0.0, 5.0)  # answered late: it holds its slot until 15 s
+    w.retime(2.0, 1.5)  # answered fast: until 11.5 s
+    assert w.grants() == (1.0, 1.5, 5.0)
+    assert w.wait_time(3.0) == pytest.approx(8.0)  # the first to free is the one at 1.0
+    w.retime(7.0, 9.0)  # not in the window (expired, or never there): nothing moves
+    assert w.grants() == (1.0, 1.5, 5.0)
+    assert w.used(12.0) == 1 and w.grants() == (5.0,)
