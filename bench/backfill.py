@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import secrets
 import sys
 import time
 from typing import Any
 
-import psutil
 import ray
 
 from bench import harness as h
@@ -135,22 +133,12 @@ async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, A
     return result
 
 
-def _idle_workers() -> set[int]:
-    """Pids of Ray's idle worker processes under this process (the local Ray it started)."""
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if child.name() == "ray::IDLE":
-                pids.add(child.pid)
-    return pids
-
-
 async def _spares(stack: h.LocalStack, timeout: float = SPARES_WAIT_S) -> set[int]:
     """The idle workers once the service keeps as many spares as configured (a service that has
     run a while has them; the bench creates its activation seconds after the start)."""
     want = getattr(stack.config, "spare_workers", 0)  # 0 on code without spares
     deadline = time.monotonic() + timeout
-    while len(idle := _idle_workers()) < want and time.monotonic() < deadline:
+    while len(idle := h.idle_ray_workers()) < want and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return idle
 

@@ -4,12 +4,11 @@ started for them (real local Ray, real Redis, the emulator over HTTP)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
-import psutil
 import pytest
 
+from bench.harness import idle_ray_workers
 from crm.emulator import EmulatorServer
 from crm.tokens import token_fingerprint
 from events.model import AudienceDefined, AudienceEntered
@@ -21,18 +20,8 @@ pytestmark = pytest.mark.integration
 TOKEN = "pat-na1-spare-workers"
 
 
-def idle_workers() -> set[int]:
-    """Ray's idle worker processes: the session's local Ray runs under this process."""
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if child.name() == "ray::IDLE":
-                pids.add(child.pid)
-    return pids
-
-
 def two_or_more_idle() -> set[int] | None:
-    idle = idle_workers()
+    idle = idle_ray_workers()
     return idle if len(idle) >= 2 else None
 
 
