@@ -27,7 +27,6 @@ from actors.loops import forever
 from actors.messages import WriteReport
 from actors.naming import actor_name, options, placed, remote_class
 from actors.router import RouterCore
-from actors.spares import SpareSchedule, prestart
 from actors.status import ActivationStatus, GovernorStatus
 from actors.supervisor import SupervisorCore
 from crm.plans import REQUEST_TIMEOUT_S
@@ -76,7 +75,6 @@ class Settings(msgspec.Struct, frozen=True):
     dead_letters_max: int = DEAD_LETTERS_MAX  # the dead-letter stream keeps about this many entries
     change_retention_s: float = 0.0  # acknowledged change entries kept this long (0: trim at once)
     damping: DampingPolicy | None = None  # flap damping per contact; the service passes Config's
-    spare_workers: int = 0  # idle Ray workers kept per node for the next actors (actors.spares)
 
     @property
     def keys(self) -> Keys:
@@ -138,11 +136,9 @@ def _metrics() -> Any:
 class _Handles:
     """Handles to named actors, created on first use (get_if_exists) and cached."""
 
-    def __init__(self, settings: Settings, on_made: Callable[[], None] = lambda: None) -> None:
-        """``on_made``: called for each handle made (an actor created, or found after a restart)."""
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cache: dict[str, Any] = {}
-        self._on_made = on_made
 
     def get(self, kind: str, ident: str | int) -> Any:
         name = actor_name(kind, ident)
@@ -155,7 +151,6 @@ class _Handles:
             }
             make = makers[kind]
             handle = self._cache[name] = make(self._settings, ident)
-            self._on_made()
         return handle
 
     def forget(self, kind: str, ident: str | int) -> None:
@@ -163,12 +158,9 @@ class _Handles:
 
 
 class _RayPlacement:
-    def __init__(self, settings: Settings, on_made: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._handles = _Handles(settings, on_made)
-
-    def router(self, partition: int) -> Any:
-        return self._handles.get("router", partition)
+        self._handles = _Handles(settings)
 
     def ensure_router(self, partition: int) -> None:
         self._handles.get("router", partition)
@@ -241,41 +233,13 @@ class SupervisorActor(_Located):
     def __init__(self, settings: Settings) -> None:
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
-        self._spares = SpareSchedule(settings.spare_workers)
-        self._placement = _RayPlacement(settings, on_made=self._spares.created)
+        self._placement = _RayPlacement(settings)
         self.core = SupervisorCore(
             _storage(settings), self._placement, partitions=settings.partitions
         )
         self._stopping = False
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self.core.run(stop=lambda: self._stopping))
-        self._spares_task = (
-            loop.create_task(self._keep_spares()) if settings.spare_workers else None
-        )
-
-    async def _keep_spares(self) -> None:
-        """Keep ``spare_workers`` idle Ray workers per node for the next actors (actors.spares).
-        Only once the routers answer: spares asked for earlier would serve the routers' creation.
-        A failing step (a router or a raylet not answering) is retried, never fatal."""
-        routers_up = False
-
-        async def step() -> None:
-            nonlocal routers_up
-            if not routers_up:
-                if not self.core.partitions:
-                    return  # the first reconcile has not passed yet
-                routers = [self._placement.router(p) for p in range(self.core.partitions)]
-                await asyncio.wait_for(asyncio.gather(*(r.where.remote() for r in routers)), 60)
-                routers_up = True
-            due = self._spares.due()
-            if due:
-                nodes = await asyncio.to_thread(
-                    prestart, due, actor_resource=self._settings.actor_resource
-                )
-                log.info("asked %d node(s) for %d spare worker(s) each", nodes, due)
-
-        await forever(
-            "spares", step, log=log, pause=1.0, base=1.0, cap=60.0, stop=lambda: self._stopping
+        self._task = asyncio.get_running_loop().create_task(
+            self.core.run(stop=lambda: self._stopping)
         )
 
     def __repr__(self) -> str:
@@ -308,8 +272,6 @@ class SupervisorActor(_Located):
         holds what the last snapshot does not), so a kill loses nothing."""
         self._stopping = True
         self._task.cancel()
-        if self._spares_task is not None:
-            self._spares_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self._task, 2.0)  # no reconcile may start actors from here on
         activations = await asyncio.to_thread(self._placement.running, "activation")

@@ -16,10 +16,6 @@ hubsync came to what the limit allows, independent of where N falls between wind
 ``startup`` splits the seconds from creation to the first write: the Supervisor placing the
 actor (its name registered), the actor's constructor running (a Ray worker process started),
 its first reconcile (recovered), the schema ready in HubSpot, the members loaded, the first write.
-With spare workers (HUBSYNC_SPARE_WORKERS), the bench creates the activation once the service
-keeps them (at most SPARES_WAIT_S after the members are projected), as on a service that has run
-a while; ``idle_workers_at_creation`` and ``on_spare_worker`` say whether the activation and its
-governor took one.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ from bench import harness as h
 from events.model import AudienceDefined, AudienceEntered
 
 GOAL_EFFICIENCY = 0.97
-SPARES_WAIT_S = 15.0  # longest wait for the service's spare workers before creating
 WINDOW = 10.0
 
 
@@ -52,7 +47,6 @@ async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, A
         await h.wait_routed(stack, redis)
         h.log(f"{n:,} members projected; creating the activation")
         token = f"pat-bench-{secrets.token_hex(6)}"
-        spares = await _spares(stack)
         created = await h.create_activation(stack, redis, "backfill", token, audiences=["bf"])
         handle, placed = await _placed(stack, "backfill")
         trace: dict[str, list[Any]] = {"stalls": [], "refusals": []}
@@ -75,7 +69,6 @@ async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, A
         timeline = await handle.__ray_call__.remote(
             lambda self: dict(getattr(self.core, "timeline", {}))
         )
-        on_spares = await _on_spares(stack, handle, spares)
         if tracer is not None:
             tracer.cancel()
         prop = s["properties"]["a:bf"]
@@ -104,8 +97,6 @@ async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, A
         "seconds_creation_to_first_write": round(first - created, 2),
         "seconds_until_bench_saw_done": round(done_at - created, 2),
         "startup": _startup(created, placed, timeline, first),
-        "idle_workers_at_creation": len(spares),
-        "on_spare_worker": on_spares,
         "contacts_per_s_from_creation": round(from_creation, 1),
         "contacts_per_s_first_to_last": round(first_to_last, 1),
         "ceiling_contacts_per_s": h.STARTER_CEILING,
@@ -131,30 +122,6 @@ async def scenario(stack: h.LocalStack, args: argparse.Namespace) -> dict[str, A
             k: [[round(x - created, 2) for x in row] for row in v] for k, v in trace.items()
         }
     return result
-
-
-async def _spares(stack: h.LocalStack, timeout: float = SPARES_WAIT_S) -> set[int]:
-    """The idle workers once the service keeps as many spares as configured (a service that has
-    run a while has them; the bench creates its activation seconds after the start)."""
-    want = getattr(stack.config, "spare_workers", 0)  # 0 on code without spares
-    deadline = time.monotonic() + timeout
-    while len(idle := h.idle_ray_workers()) < want and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return idle
-
-
-async def _on_spares(stack: h.LocalStack, handle: Any, spares: set[int]) -> dict[str, bool]:
-    """Whether the activation and its governor run in processes that were idle at creation."""
-    assert stack.config is not None
-    governors = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == stack.config.namespace and a["name"].startswith("governor:")
-    ]
-    handles = {"activation": handle}
-    if len(governors) == 1:
-        handles["governor"] = ray.get_actor(governors[0], namespace=stack.config.namespace)
-    return {kind: (await a.where.remote())["pid"] in spares for kind, a in handles.items()}
 
 
 async def _placed(stack: h.LocalStack, activation_id: str) -> tuple[Any, float]:

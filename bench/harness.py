@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -22,7 +21,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
-import psutil
 import ray
 import redis.asyncio as aioredis
 
@@ -65,16 +63,6 @@ COUNTING_EMULATOR = ("bench.counting_emulator",)
 """The emulator, instrumented to keep every write time per contact (`python -m` this)."""
 
 STARTER_CEILING = 100 * 100 / 10.0  # contacts/s: 100 contacts per call x 100 calls per 10 s
-
-
-def idle_ray_workers() -> set[int]:
-    """Pids of Ray's idle worker processes under this process (the local Ray it started)."""
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if child.name() == "ray::IDLE":
-                pids.add(child.pid)
-    return pids
 
 
 def log(message: str) -> None:

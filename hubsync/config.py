@@ -24,9 +24,6 @@ Environment variables::
     HUBSYNC_DEAD_LETTERS_MAX  entries the dead-letter stream keeps (XADD MAXLEN ~); default 100000
     HUBSYNC_CHANGE_RETENTION  seconds acknowledged change entries are kept for replay; default 0
                           (trimmed as soon as every consumer group acknowledged them)
-    HUBSYNC_SPARE_WORKERS idle Ray worker processes kept per node for the next actors, so a new
-                          activation and its token's governor start without starting processes;
-                          0: none; default 2 (README "Sizing": each costs ~40 MiB of memory)
     RAY_ADDRESS           a Ray cluster to join; unset: a local Ray on 127.0.0.1
     HUBSYNC_API_KEY       the HTTP API's key (read by hubsync.api); unset: HUBSYNC_HOME/api.key
     HUBSYNC_API_ADDRESS   where `hubsync up` serves the API and console, HOST:PORT; 127.0.0.1:8077
@@ -69,9 +66,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# One for a new activation, one for its token's RateGovernor (README "Sizing" weighs the memory).
-DEFAULT_SPARE_WORKERS = 2
-
 SECRET_FIELDS = frozenset({"secret_key"})  # never shown, not even in part
 URL_FIELDS = frozenset({"redis_url", "ray_address"})  # shown without a password
 
@@ -93,7 +87,6 @@ class Config:
     max_entry_bytes: int = MAX_ENTRY_BYTES
     dead_letters_max: int = DEAD_LETTERS_MAX
     change_retention_s: float = 0.0
-    spare_workers: int = DEFAULT_SPARE_WORKERS
     damping: DampingPolicy | None = field(default_factory=DampingPolicy)
     """Flap damping per contact (README "Flapping contacts"); None: off."""
 
@@ -116,9 +109,6 @@ class Config:
             max_entry_bytes=_positive_int(env, "HUBSYNC_MAX_ENTRY_BYTES", MAX_ENTRY_BYTES),
             dead_letters_max=_positive_int(env, "HUBSYNC_DEAD_LETTERS_MAX", DEAD_LETTERS_MAX),
             change_retention_s=_seconds(env, "HUBSYNC_CHANGE_RETENTION", 0.0),
-            spare_workers=_positive_int(
-                env, "HUBSYNC_SPARE_WORKERS", DEFAULT_SPARE_WORKERS, least=0
-            ),
             damping=_damping(env),
         )
 
@@ -187,7 +177,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, unit: str = ""
     return value
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, *, least: int = 1) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -195,8 +185,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, *, least: int
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < least:
-        raise ConfigError(f"{name}={raw!r} must be at least {least}")
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least 1")
     return value
 
 

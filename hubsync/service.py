@@ -124,7 +124,6 @@ class Service:
             dead_letters_max=self.config.dead_letters_max,
             change_retention_s=self.config.change_retention_s,
             damping=self.config.damping,
-            spare_workers=self.config.spare_workers,
         )
         self.supervisor = supervisor_actor(self.settings)
         info: dict[str, Any] = ray.get(self.supervisor.ready.remote(), timeout=120)

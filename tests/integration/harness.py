@@ -80,7 +80,6 @@ class Hubsync:
         linger_ms: int = 100,
         actor_resource: str | None = None,
         damping: DampingPolicy | None = None,
-        spare_workers: int = 0,
     ) -> None:
         self.namespace = f"t{uuid.uuid4().hex[:10]}"
         self.settings = Settings(
@@ -90,7 +89,6 @@ class Hubsync:
             linger_ms,
             actor_resource=actor_resource,
             damping=damping,
-            spare_workers=spare_workers,
         )
         self.keys = Keys(self.namespace)
         self.emulator = emulator
