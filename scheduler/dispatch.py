@@ -22,7 +22,7 @@ A call goes in three steps:
      arrives, or refused if the window has no room now.
    A refused permit means: ask for another. A permit not used is given back (`release`) or
    expires `permit_ttl` after its grant.
-4. The answer re-times the grant, `answered(now, sent_at)`. HubSpot counted the call when it
+4. The answer re-times the grant, `answered(now, permit)`. HubSpot counted the call when it
    arrived, which is some time after we sent it and no later than its answer came back: from then
    on the call counts in our window until `now` + HubSpot's interval. Until its answer comes, a
    call counts from when it was sent for the interval plus `margin`. So a request slowed by a busy
